@@ -1,0 +1,104 @@
+#include "common/junit_writer.h"
+
+#include <sstream>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "pugixml.hpp"
+
+namespace testshard {
+namespace {
+
+using ::testing::HasSubstr;
+
+TestCase Case(std::string id, Outcome o, double t = 0.5) {
+  TestCase c;
+  c.id = std::move(id);
+  c.result.outcome = o;
+  c.result.time_s = t;
+  return c;
+}
+
+pugi::xml_document Write(const std::vector<TestSuite>& suites, std::string* text = nullptr) {
+  std::ostringstream out;
+  EXPECT_TRUE(WriteJunit(suites, out).ok());
+  pugi::xml_document doc;
+  auto parsed = doc.load_string(out.str().c_str());
+  EXPECT_TRUE(parsed) << parsed.description() << "\n" << out.str();
+  if (text) *text = out.str();
+  return doc;
+}
+
+TEST(JunitWriterTest, CountsAreRecomputedFromCases) {
+  TestSuite s{"unit", {Case("a.py::t1", Outcome::kPassed), Case("a.py::t2", Outcome::kFailed),
+                       Case("a.py::t3", Outcome::kError), Case("a.py::t4", Outcome::kSkipped),
+                       Case("a.py::t5", Outcome::kNotRun)}};
+  TestSuite s2{"security", {Case("b.py::t1", Outcome::kPassed, 1.25)}};
+  pugi::xml_document doc = Write({s, s2});
+  pugi::xml_node root = doc.child("testsuites");
+  EXPECT_EQ(root.attribute("tests").as_int(), 6);
+  EXPECT_EQ(root.attribute("failures").as_int(), 1);
+  EXPECT_EQ(root.attribute("errors").as_int(), 1);
+  EXPECT_EQ(root.attribute("skipped").as_int(), 2);
+  EXPECT_STREQ(root.attribute("time").value(), "3.750");
+  pugi::xml_node unit = root.child("testsuite");
+  EXPECT_STREQ(unit.attribute("name").value(), "unit");
+  EXPECT_EQ(unit.attribute("tests").as_int(), 5);
+  EXPECT_STREQ(unit.next_sibling("testsuite").attribute("time").value(), "1.250");
+}
+
+TEST(JunitWriterTest, NamesDerivedFromPytestIds) {
+  pugi::xml_document doc = Write({{"s", {Case("tests/test_a.py::TestX::test_y[1-2]", Outcome::kPassed)}}});
+  pugi::xml_node tc = doc.child("testsuites").child("testsuite").child("testcase");
+  EXPECT_STREQ(tc.attribute("classname").value(), "tests.test_a.TestX");
+  EXPECT_STREQ(tc.attribute("name").value(), "test_y[1-2]");
+}
+
+TEST(JunitWriterTest, ForbiddenCharactersAndBadUtf8AreReplaced) {
+  TestCase c = Case("a.py::t[\x01\xff<&\"]", Outcome::kFailed);
+  c.result.message = "bad \x1b[31m";
+  c.result.details = std::string("nul\0here", 8);
+  std::string text;
+  pugi::xml_document doc = Write({{"s", {c}}}, &text);
+  pugi::xml_node tc = doc.child("testsuites").child("testsuite").child("testcase");
+  EXPECT_STREQ(tc.attribute("name").value(), "t[\xEF\xBF\xBD\xEF\xBF\xBD<&\"]");
+  EXPECT_THAT(std::string(tc.child("failure").text().get()), HasSubstr("nul\xEF\xBF\xBDhere"));
+}
+
+TEST(JunitWriterTest, FlakyPassUsesSurefireFlakyFailure) {
+  TestCase c = Case("a.py::t", Outcome::kPassed, 0.1);
+  TestAttempt first;
+  first.outcome = Outcome::kFailed;
+  first.message = "AssertionError";
+  first.details = "trace";
+  first.time_s = 0.2;
+  c.reruns.push_back(first);
+  pugi::xml_document doc = Write({{"s", {c}}});
+  pugi::xml_node suite = doc.child("testsuites").child("testsuite");
+  EXPECT_EQ(suite.attribute("failures").as_int(), 0);
+  pugi::xml_node tc = suite.child("testcase");
+  EXPECT_STREQ(tc.child("flakyFailure").attribute("message").value(), "AssertionError");
+  EXPECT_STREQ(tc.child("flakyFailure").child("stackTrace").text().get(), "trace");
+  EXPECT_STREQ(tc.attribute("time").value(), "0.300");
+}
+
+TEST(JunitWriterTest, NotRunIsSkippedWithReason) {
+  TestCase c = Case("a.py::t", Outcome::kNotRun);
+  c.result.message = "maxfail reached";
+  pugi::xml_document doc = Write({{"s", {c}}});
+  pugi::xml_node skipped = doc.child("testsuites").child("testsuite").child("testcase").child("skipped");
+  EXPECT_STREQ(skipped.attribute("message").value(), "not run: maxfail reached");
+}
+
+TEST(JunitWriterTest, LongOutputKeepsHeadAndTail) {
+  std::string big = "HEAD" + std::string(200000, 'x') + "TAIL";
+  std::string trimmed = TrimMiddle(big, 1000);
+  EXPECT_LT(trimmed.size(), 1200u);
+  EXPECT_EQ(trimmed.substr(0, 4), "HEAD");
+  EXPECT_EQ(trimmed.substr(trimmed.size() - 4), "TAIL");
+  EXPECT_THAT(trimmed, HasSubstr("bytes trimmed"));
+}
+
+}  // namespace
+}  // namespace testshard
