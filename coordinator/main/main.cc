@@ -1,0 +1,30 @@
+// testshard: one binary, git-style subcommands.
+#include <cstdio>
+
+#include "CLI/CLI.hpp"
+#include "coordinator/main/commands.h"
+
+namespace testshard {
+
+void AddVersionCommand(CLI::App& app, int* exit_code) {
+  auto* cmd = app.add_subcommand("version", "Print the version");
+  cmd->callback([exit_code] {
+    std::printf("testshard 0.1.0\n");
+    *exit_code = 0;
+  });
+}
+
+}  // namespace testshard
+
+int main(int argc, char** argv) {
+  CLI::App app{"testshard: shard pytest marker stages across agents, each with its own PostgreSQL database"};
+  app.require_subcommand(1);
+  int exit_code = 0;
+  testshard::AddVersionCommand(app, &exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 4;  // pytest's exit code for usage errors
+  }
+  return exit_code;
+}
