@@ -122,7 +122,7 @@ absl::Status PostgresProvisioner::BuildTemplate(const std::string& tpl) {
   // and then find it built.
   absl::Status s = WithAdmin(admin_, "building the template database", [&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    tx.exec0("SELECT pg_advisory_lock(hashtextextended(" + tx.quote("testshard:" + tpl) + ", 0))");
+    tx.exec("SELECT pg_advisory_lock(hashtextextended(" + tx.quote("testshard:" + tpl) + ", 0))");
     if (!recipe_.role.empty()) {
       // Roles are cluster-wide, so they cannot come with the template. The tests' role must not bypass RLS.
       tx.exec0(absl::StrCat("DO $$BEGIN CREATE ROLE ", QuoteIdent(recipe_.role),
@@ -131,7 +131,7 @@ absl::Status PostgresProvisioner::BuildTemplate(const std::string& tpl) {
     }
     pqxx::result done = tx.exec("SELECT 1 FROM pg_database WHERE datname = " + tx.quote(tpl) + " AND datistemplate");
     if (!done.empty()) {
-      tx.exec0("SELECT pg_advisory_unlock_all()");
+      tx.exec("SELECT pg_advisory_unlock_all()");
       return;
     }
     // A partial build left by a crashed agent.
@@ -166,15 +166,15 @@ absl::Status PostgresProvisioner::BuildTemplate(const std::string& tpl) {
     }
     if (!result.ok()) {
       // Kept for a post-mortem under its __build name; the next build drops it.
-      tx.exec0("SELECT pg_advisory_unlock_all()");
+      tx.exec("SELECT pg_advisory_unlock_all()");
       return;
     }
-    tx.exec0("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = " + tx.quote(build) +
+    tx.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = " + tx.quote(build) +
              " AND pid <> pg_backend_pid()");
     tx.exec0("ALTER DATABASE " + QuoteIdent(build) + " RENAME TO " + QuoteIdent(tpl));
     // Sealed: no session can connect to it, so no stray session can make a clone fail.
     tx.exec0("ALTER DATABASE " + QuoteIdent(tpl) + " WITH IS_TEMPLATE true ALLOW_CONNECTIONS false");
-    tx.exec0("SELECT pg_advisory_unlock_all()");
+    tx.exec("SELECT pg_advisory_unlock_all()");
     spdlog::info("built template database {} in {}", tpl, absl::FormatDuration(absl::Now() - began));
   });
   TS_RETURN_IF_ERROR(s);
