@@ -42,6 +42,9 @@ void Fold(const pugi::xml_node& node, TestCase* tc, bool first) {
     r.message = el.attribute("message").value();
     r.type = el.attribute("type").value();
   }
+  for (pugi::xml_node p : node.child("properties").children("property")) {
+    tc->properties.emplace_back(p.attribute("name").value(), p.attribute("value").value());
+  }
   if (auto out = node.child("system-out")) r.system_out += out.text().get();
   if (auto err = node.child("system-err")) r.system_err += err.text().get();
 }

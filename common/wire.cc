@@ -48,6 +48,11 @@ v1::TestResult ToWire(const TestCase& tc) {
   r.set_system_err(tc.result.system_err);
   r.set_classname(tc.classname);
   r.set_name(tc.name);
+  for (const auto& [name, value] : tc.properties) {
+    v1::Property* p = r.add_properties();
+    p->set_name(name);
+    p->set_value(value);
+  }
   return r;
 }
 
@@ -62,6 +67,7 @@ TestCase FromWire(const v1::TestResult& r) {
   tc.result.details = r.details();
   tc.result.system_out = r.system_out();
   tc.result.system_err = r.system_err();
+  for (const v1::Property& p : r.properties()) tc.properties.emplace_back(p.name(), p.value());
   return tc;
 }
 

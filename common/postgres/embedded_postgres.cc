@@ -198,7 +198,9 @@ absl::StatusOr<std::unique_ptr<EmbeddedPostgres>> EmbeddedPostgres::Start(const 
                  "-c", "wal_level=minimal", "-c", "max_wal_senders=0", "-c", "max_wal_size=4GB",
                  "-c", "checkpoint_timeout=1h", "-c", "shared_buffers=128MB",
                  "-c", absl::StrCat("max_connections=", options.max_connections),
-                 "-c", "unix_socket_permissions=0777", "-c", "logging_collector=off"};
+                 "-c", "unix_socket_permissions=0777",
+                 // Shared memory segments inside the data directory, so they go when it goes.
+                 "-c", "dynamic_shared_memory_type=mmap", "-c", "logging_collector=off"};
   server.stdout_path = server.stderr_path = pg->dir_ + "/server.log";
   std::ofstream(server.stdout_path).close();
   if (uid) chown(server.stdout_path.c_str(), *uid, *gid);
