@@ -19,8 +19,10 @@ constexpr size_t kTailBytes = 8 * 1024;
 constexpr int kResultsPerCall = 500;
 constexpr size_t kChunkBytes = 1 << 20;
 
+// Errors a restarting or briefly unreachable coordinator produces; anything else is a refusal.
 bool Retryable(const grpc::Status& s) {
-  return s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         s.error_code() == grpc::StatusCode::CANCELLED;
 }
 
 std::string ReadAll(const std::string& path) {
@@ -139,6 +141,7 @@ absl::Status Agent::Run() {
 
   std::thread heartbeat([this] { HeartbeatLoop(); });
   absl::Status result;
+  absl::Time last_contact = absl::Now();
   while (true) {
     {
       absl::MutexLock l(&mu_);
@@ -151,13 +154,14 @@ absl::Status Agent::Run() {
     ctx->set_wait_for_ready(true);
     grpc::Status s = stub_->Lease(ctx.get(), req, &resp);
     if (!s.ok()) {
-      if (Retryable(s)) {
+      if (Retryable(s) && absl::Now() - last_contact < options_.connect_timeout) {
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
         continue;
       }
       result = Annotate(FromGrpc(s), "asking for work");
       break;
     }
+    last_contact = absl::Now();
     if (resp.has_done()) {
       spdlog::info("{}: done ({})", options_.name, resp.done().reason());
       break;

@@ -131,6 +131,7 @@ Work RunState::NextWork(const std::string& agent_id) {
     if (!s) {
       w.kind = Work::kDone;
       w.reason = cancelled_ ? "run cancelled" : "all stages finished";
+      dismissed_.insert(agent_id);
       return w;
     }
     switch (s->status) {
@@ -413,6 +414,14 @@ bool RunState::done() const {
   absl::MutexLock l(&mu_);
   for (const Stage& s : stages_) {
     if (!Terminal(s.status)) return false;
+  }
+  return true;
+}
+
+bool RunState::AgentsDismissed() const {
+  absl::MutexLock l(&mu_);
+  for (const auto& [id, name] : agents_) {
+    if (!dismissed_.count(id)) return false;
   }
   return true;
 }

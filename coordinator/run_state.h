@@ -113,6 +113,8 @@ class RunState {
   void ExpireLeases();
 
   bool done() const;
+  // True once every registered agent has been told the run is done (so the server may stop).
+  bool AgentsDismissed() const;
   // Blocks until done() or `deadline`; true when done.
   bool WaitDone(absl::Time deadline) const;
   int exit_code() const;
@@ -158,6 +160,7 @@ class RunState {
   std::vector<Stage> stages_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Lease> leases_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> agents_ ABSL_GUARDED_BY(mu_);  // id -> name
+  std::set<std::string> dismissed_ ABSL_GUARDED_BY(mu_);            // agents told the run is done
   int next_agent_ ABSL_GUARDED_BY(mu_) = 0;
   int next_lease_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;

@@ -182,6 +182,11 @@ int RunCoordinator(const RunFlags& flags) {
   std::fflush(stdout);
   int sig = (*session)->Watch([] { return false; });
   if (sig) Interrupt(**session, sig, [] { return false; });
+  // Keep serving until every agent has heard that the run is over, so none mistakes the shutdown for a crash.
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!(*session)->run().AgentsDismissed() && absl::Now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   std::string junit = flags.junit_out.empty() ? "testshard-report.xml" : flags.junit_out;
   return (*session)->Finish(junit);
 }
