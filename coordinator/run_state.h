@@ -30,7 +30,8 @@ struct LeaseInfo {
   std::string markers;
   std::vector<std::string> test_ids;
   absl::Time deadline;
-  absl::Duration timeout;  // for the child process; zero = none
+  absl::Duration timeout;       // for the child process; zero = none
+  absl::Duration test_timeout;  // for one test; zero = none
   int maxfail = 0;
 };
 
@@ -54,7 +55,8 @@ struct Completion {
   int exit_code = 0;
   std::string error;
   std::string stderr_tail;
-  std::vector<std::string> collected;  // discovery leases
+  std::vector<std::string> collected;    // discovery leases
+  std::vector<std::string> unattempted;  // run leases: never started, to be run again
 };
 
 enum class StageStatus { kPending, kDiscovering, kRunning, kPassed, kFailed, kSkipped, kCancelled };
@@ -97,8 +99,10 @@ class RunState {
 
   // Per-test results for a lease. FailedPrecondition when the lease is unknown, expired, completed or not this
   // agent's (so a late agent never counts a test twice); InvalidArgument for a test the lease does not hold.
+  // `cancel_reason`, when given, is set to why the lease was cancelled (empty while it is live), so agents hear
+  // of a cancel with every report rather than only on their next heartbeat.
   absl::Status ReportResults(const std::string& agent_id, const std::string& lease_id,
-                             const std::vector<TestCase>& results);
+                             const std::vector<TestCase>& results, std::string* cancel_reason = nullptr);
 
   // Ends a lease. Tests of a run lease left without a result become errors carrying the completion's reason.
   absl::Status CompleteLease(const std::string& agent_id, const std::string& lease_id, const Completion& completion);

@@ -74,6 +74,7 @@ v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
   spec.set_workdir(fs::relative(config.workdir, fs::absolute(root)).string());
   spec.mutable_env()->insert(config.env.begin(), config.env.end());
   spec.set_runner(config.runner);
+  spec.set_warm(config.warm);
   const DatabaseConfig& db = config.database;
   v1::DatabaseSpec* d = spec.mutable_database();
   d->set_enabled(db.mode != DatabaseConfig::Mode::kNone);
