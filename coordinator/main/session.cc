@@ -92,7 +92,7 @@ v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
 absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, const SessionOptions& options) {
   auto s = std::unique_ptr<Session>(new Session());
   s->config_ = config;
-  s->run_id_ = RandomToken().substr(0, 12);
+  s->run_id_ = options.run_id.empty() ? RandomToken().substr(0, 12) : options.run_id;
   s->started_ = absl::Now();
   s->tty_ = isatty(STDOUT_FILENO);
   coordinator::RunOptions ro;
