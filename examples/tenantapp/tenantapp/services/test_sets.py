@@ -1,0 +1,101 @@
+"""Test set operations: bulk import, statistics and CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from typing import Iterator, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .. import crud, models, schemas
+from ..utils import chunked
+from .scoring import normalize
+
+IMPORT_FLUSH_EVERY = 250  # rows per flush: big enough to batch INSERTs, small enough to keep memory flat
+
+
+def import_test_cases(db: Session, *, test_set: models.TestSet, user: models.User,
+                      items: Sequence[schemas.TestCaseCreate]) -> schemas.ImportResult:
+    """Create prompts and test cases in one go.
+
+    A case whose prompt (normalised) already exists in the set, or earlier in the same batch, is skipped: imports
+    are re-run by CI jobs, and a re-run must not double the set. Unknown behaviours are created on the fly.
+    """
+    org_id = test_set.organization_id
+    existing = {
+        normalize(content) for content in db.execute(
+            select(models.Prompt.content)
+            .join(models.TestCase, models.TestCase.prompt_id == models.Prompt.id)
+            .where(models.TestCase.test_set_id == test_set.id)
+        ).scalars()
+    }
+    behaviors = crud.behaviors_by_name(db)
+    created = behaviors_created = skipped = 0
+    for batch in chunked(list(items), IMPORT_FLUSH_EVERY):
+        for item in batch:
+            key = normalize(item.prompt)
+            if key in existing:
+                skipped += 1
+                continue
+            existing.add(key)
+            behavior_id = None
+            if item.behavior:
+                behavior, was_created = crud.get_or_create_behavior(db, org_id, item.behavior, cache=behaviors)
+                behaviors_created += int(was_created)
+                behavior_id = behavior.id
+            prompt_id = uuid.uuid4()  # chosen here so the test case can reference it before the flush
+            db.add(models.Prompt(id=prompt_id, organization_id=org_id, content=item.prompt,
+                                 language_code=item.language_code, expected_response=item.expected_response,
+                                 created_by_id=user.id))
+            db.add(models.TestCase(organization_id=org_id, test_set_id=test_set.id, prompt_id=prompt_id,
+                                   behavior_id=behavior_id, priority=item.priority, tags=list(item.tags)))
+            created += 1
+        db.flush()
+    return schemas.ImportResult(created=created, behaviors_created=behaviors_created, skipped_duplicates=skipped)
+
+
+def stats(db: Session, test_set: models.TestSet) -> schemas.TestSetStats:
+    tc = models.TestCase
+    total = db.execute(select(func.count()).where(tc.test_set_id == test_set.id)).scalar_one()
+    by_behavior = dict(db.execute(
+        select(func.coalesce(models.Behavior.name, "(none)"), func.count())
+        .select_from(tc).outerjoin(models.Behavior, models.Behavior.id == tc.behavior_id)
+        .where(tc.test_set_id == test_set.id).group_by(1)
+    ).all())
+    by_priority = dict(db.execute(
+        select(tc.priority, func.count()).where(tc.test_set_id == test_set.id).group_by(tc.priority)
+    ).all())
+    tag = func.unnest(tc.tags).label("tag")
+    tag_rows = select(tag).where(tc.test_set_id == test_set.id).subquery()
+    by_tag = dict(db.execute(select(tag_rows.c.tag, func.count()).group_by(tag_rows.c.tag)).all())
+    return schemas.TestSetStats(test_set_id=test_set.id, total=total, by_behavior=by_behavior,
+                                by_priority=by_priority, by_tag=by_tag)
+
+
+CSV_COLUMNS = ("id", "prompt", "expected_response", "language_code", "behavior", "priority", "tags")
+
+
+def export_csv(db: Session, test_set: models.TestSet) -> Iterator[str]:
+    """Yield the set as CSV, a chunk of rows at a time, so a large set never sits in memory as one string."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    stmt = (
+        select(models.TestCase.id, models.Prompt.content, models.Prompt.expected_response,
+               models.Prompt.language_code, models.Behavior.name, models.TestCase.priority, models.TestCase.tags)
+        .join(models.Prompt, models.Prompt.id == models.TestCase.prompt_id)
+        .outerjoin(models.Behavior, models.Behavior.id == models.TestCase.behavior_id)
+        .where(models.TestCase.test_set_id == test_set.id)
+        .order_by(models.TestCase.created_at, models.TestCase.id)
+    )
+    for i, row in enumerate(db.execute(stmt), start=1):
+        case_id, content, expected, language, behavior, priority, tags = row
+        writer.writerow((case_id, content, expected or "", language, behavior or "", priority, ";".join(tags)))
+        if i % 500 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
