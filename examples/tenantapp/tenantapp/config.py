@@ -44,6 +44,8 @@ class Settings:
     azure_openai_deployment_name: str = "gpt-4o-mini"
     azure_openai_api_version: str = "2024-02-01"
     ai_timeout_seconds: float = 30.0
+    # First retry delay for failed model calls (doubles per attempt). Tests set it to 0.
+    ai_retry_backoff_seconds: float = 0.5
 
     # Evaluation: a response passes when its score reaches this threshold.
     evaluation_pass_threshold: float = 0.6
@@ -85,11 +87,16 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         except ValueError:
             raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
-    threshold_raw = get("EVALUATION_PASS_THRESHOLD", "0.6")
-    try:
-        threshold = float(threshold_raw)
-    except ValueError:
-        raise ConfigError(f"EVALUATION_PASS_THRESHOLD must be a number, got {threshold_raw!r}") from None
+    def get_float(name: str, default: float) -> float:
+        raw = get(name)
+        if raw is None:
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+    threshold = get_float("EVALUATION_PASS_THRESHOLD", 0.6)
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"EVALUATION_PASS_THRESHOLD must be between 0 and 1, got {threshold}")
 
@@ -109,6 +116,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         azure_openai_deployment_name=get("AZURE_OPENAI_DEPLOYMENT_NAME", "gpt-4o-mini"),
         azure_openai_api_version=get("AZURE_OPENAI_API_VERSION", "2024-02-01"),
         evaluation_pass_threshold=threshold,
+        ai_timeout_seconds=get_float("AI_TIMEOUT_SECONDS", 30.0),
+        ai_retry_backoff_seconds=get_float("AI_RETRY_BACKOFF_SECONDS", 0.5),
         max_page_size=get_int("TENANTAPP_MAX_PAGE_SIZE", 100),
         frontend_url=get("FRONTEND_URL", "http://localhost:3000"),
     )

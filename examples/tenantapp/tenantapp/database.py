@@ -1,7 +1,7 @@
 """Engine, sessions and the tenant context that Row Level Security keys on.
 
 Every tenant-owned table has a policy comparing ``organization_id`` with the ``app.current_organization``
-setting (see ``alembic/rls_helpers.py``). The application sets it with ``set_config(..., is_local => true)``,
+setting (see ``migrations/rls_helpers.py``). The application sets it with ``set_config(..., is_local => true)``,
 i.e. for the current transaction only, so a pooled connection never carries one request's tenant into the next.
 
 Because it is transaction-local, it must be set again whenever the Session starts a new transaction, e.g. after

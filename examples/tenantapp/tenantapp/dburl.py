@@ -53,7 +53,9 @@ def normalize_database_url(raw: str) -> URL:
         # libpq: "postgresql://%2Fvar%2Frun%2Fpostgresql/db" means the socket directory /var/run/postgresql.
         query = dict(url.query)
         query.setdefault("host", unquote(host))
-        url = url.set(host=None, query=query)
+        # URL.create rather than url.set(host=None): in SQLAlchemy 1.4, set() skips None values, so the host stays.
+        url = URL.create(url.drivername, username=url.username, password=url.password, host=None, port=url.port,
+                         database=url.database, query=query)
     if not url.database:
         raise ConfigError(f"the database URL names no database: {_redact(text)!r}")
     return url

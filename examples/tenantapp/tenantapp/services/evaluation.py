@@ -49,7 +49,7 @@ def create_run(db: Session, *, test_set: models.TestSet, user: models.User, mode
 
 
 def execute_run(db: Session, run: models.EvaluationRun, client: AIClient, *, threshold: float,
-                attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
+                attempts: int = 3, backoff_seconds: float = 0.5, sleep: Callable[[float], None] = time.sleep,
                 failure_ratio: float = 0.5) -> models.EvaluationRun:
     """Run every test case of the run's test set through ``client`` and store one result per case.
 
@@ -71,7 +71,8 @@ def execute_run(db: Session, run: models.EvaluationRun, client: AIClient, *, thr
         result = models.EvaluationResult(organization_id=run.organization_id, run_id=run.id, test_case_id=case.id)
         try:
             completion = complete_with_retry(client, case.prompt.content, model=run.model_name,
-                                             system=SYSTEM_PROMPT, attempts=attempts, sleep=sleep)
+                                             system=SYSTEM_PROMPT, attempts=attempts,
+                                             backoff_seconds=backoff_seconds, sleep=sleep)
         except AIServiceError as exc:
             errored += 1
             result.error = str(exc)[:1000]

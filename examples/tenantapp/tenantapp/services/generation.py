@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Optional
+import time
+from typing import Any, Callable
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -72,11 +73,11 @@ def parse_generated_cases(text: str, *, behavior: str, limit: int) -> tuple[list
 
 
 def generate_test_cases(db: Session, client: AIClient, *, test_set: models.TestSet, user: models.User,
-                        request: schemas.GenerateTestCasesRequest,
-                        sleep: Optional[Callable[[float], None]] = None) -> schemas.GenerateTestCasesResult:
-    kwargs = {"sleep": sleep} if sleep is not None else {}
+                        request: schemas.GenerateTestCasesRequest, backoff_seconds: float = 0.5,
+                        sleep: Callable[[float], None] = time.sleep) -> schemas.GenerateTestCasesResult:
     completion = complete_with_retry(client, build_generation_prompt(request.behavior, request.topic, request.count),
-                                     model=request.model_name, system=GENERATION_SYSTEM, **kwargs)
+                                     model=request.model_name, system=GENERATION_SYSTEM,
+                                     backoff_seconds=backoff_seconds, sleep=sleep)
     cases, discarded = parse_generated_cases(completion.text, behavior=request.behavior, limit=request.count)
     if not cases:
         raise GenerationError("the model returned no usable test cases")

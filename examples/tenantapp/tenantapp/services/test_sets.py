@@ -60,10 +60,11 @@ def import_test_cases(db: Session, *, test_set: models.TestSet, user: models.Use
 def stats(db: Session, test_set: models.TestSet) -> schemas.TestSetStats:
     tc = models.TestCase
     total = db.execute(select(func.count()).where(tc.test_set_id == test_set.id)).scalar_one()
+    behavior = func.coalesce(models.Behavior.name, "(none)").label("behavior")
     by_behavior = dict(db.execute(
-        select(func.coalesce(models.Behavior.name, "(none)"), func.count())
+        select(behavior, func.count())
         .select_from(tc).outerjoin(models.Behavior, models.Behavior.id == tc.behavior_id)
-        .where(tc.test_set_id == test_set.id).group_by(1)
+        .where(tc.test_set_id == test_set.id).group_by(behavior)
     ).all())
     by_priority = dict(db.execute(
         select(tc.priority, func.count()).where(tc.test_set_id == test_set.id).group_by(tc.priority)

@@ -34,7 +34,9 @@ def start_run(body: schemas.EvaluationRunCreate, user: models.User = Depends(get
     if test_set.archived_at is not None:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="test set is archived")
     run = evaluation.create_run(db, test_set=test_set, user=user, model_name=body.model_name)
-    evaluation.execute_run(db, run, client, threshold=get_settings().evaluation_pass_threshold)
+    settings = get_settings()
+    evaluation.execute_run(db, run, client, threshold=settings.evaluation_pass_threshold,
+                           backoff_seconds=settings.ai_retry_backoff_seconds)
     db.commit()
     return run
 
@@ -81,7 +83,8 @@ def generate(body: schemas.GenerateTestCasesRequest, user: models.User = Depends
     if test_set is None:
         raise not_found("test set")
     try:
-        result = generate_test_cases(db, client, test_set=test_set, user=user, request=body)
+        result = generate_test_cases(db, client, test_set=test_set, user=user, request=body,
+                                     backoff_seconds=get_settings().ai_retry_backoff_seconds)
     except GenerationError as exc:
         db.rollback()
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, detail=str(exc)) from None

@@ -1,7 +1,7 @@
 """Helpers shared by the migrations: the application role, its grants, and the tenant policies.
 
 Kept next to the revisions (not in the app package) so that a migration's meaning cannot change when the app
-changes, and so that the template hash, which covers ``alembic/**``, covers these helpers too.
+changes, and so that the template hash, which covers ``migrations/**``, covers these helpers too.
 """
 
 from __future__ import annotations

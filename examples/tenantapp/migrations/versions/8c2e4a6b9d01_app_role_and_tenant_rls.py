@@ -12,7 +12,9 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from rls_helpers import app_role, disable_tenant_rls, enable_tenant_rls, ensure_app_role, grant_dml, revoke_dml
+from migrations.rls_helpers import (
+    app_role, disable_tenant_rls, enable_tenant_rls, ensure_app_role, grant_dml, revoke_dml,
+)
 
 revision = "8c2e4a6b9d01"
 down_revision = "6f1d2c3b4a50"

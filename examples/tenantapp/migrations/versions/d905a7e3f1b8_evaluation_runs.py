@@ -11,7 +11,7 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from rls_helpers import disable_tenant_rls, enable_tenant_rls, grant_dml, revoke_dml
+from migrations.rls_helpers import disable_tenant_rls, enable_tenant_rls, grant_dml, revoke_dml
 
 revision = "d905a7e3f1b8"
 down_revision = "b37e91f0c2d4"

@@ -15,13 +15,14 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-# rls_helpers.py lives next to this file; revisions import it.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The project root (this directory's parent) must be importable for tenantapp and migrations.rls_helpers.
+# alembic.ini's prepend_sys_path does it when run from there; this covers alembic -c /path/to/alembic.ini.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tenantapp.config import ConfigError  # noqa: E402
 from tenantapp.dburl import describe, url_from_env  # noqa: E402
 from tenantapp.models import Base  # noqa: E402
-from rls_helpers import app_role  # noqa: E402
+from migrations.rls_helpers import app_role  # noqa: E402
 
 config = context.config
 if config.config_file_name is not None:

@@ -7,7 +7,7 @@ Create Date: ${create_date}
 from alembic import op
 import sqlalchemy as sa
 ${imports if imports else ""}
-from rls_helpers import enable_tenant_rls, disable_tenant_rls, grant_dml, revoke_dml  # noqa: F401
+from migrations.rls_helpers import enable_tenant_rls, disable_tenant_rls, grant_dml, revoke_dml  # noqa: F401
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
