@@ -13,8 +13,7 @@ def test_create_prompt(client, auth_headers, test_org):
 
 @pytest.mark.parametrize(
     ("content", "language"),
-    [("Wie kündige ich?", "de"), ("¿Cómo cancelo?", "es"), ("Como cancelo [plano \"pro\"]?", "pt-BR"),
-     ("キャンセル方法は？", "ja")],
+    [("Wie kündige ich?", "de"), ("Como cancelo [plano \"pro\"]?", "pt-BR"), ("キャンセル方法は？", "ja")],
 )
 def test_multilingual_prompts_round_trip(client, auth_headers, content, language):
     created = client.post("/prompts", json={"content": content, "language_code": language}, headers=auth_headers)

@@ -44,13 +44,11 @@ def test_request_shape_and_parsed_completion():
     assert completion.total_tokens == 10
 
 
-@pytest.mark.parametrize(("status", "retryable"), [(429, True), (500, True), (503, True), (400, False), (401, False),
-                                                   (404, False)])
-def test_http_errors_are_classified(status, retryable):
-    with pytest.raises(AIServiceError) as excinfo:
-        _client(lambda request: httpx.Response(status, text="nope")).complete("x", model="m")
-    assert excinfo.value.retryable is retryable
-    assert excinfo.value.status_code == status
+def test_http_errors_are_classified():
+    for status, retryable in ((429, True), (500, True), (503, True), (400, False), (401, False), (404, False)):
+        with pytest.raises(AIServiceError) as excinfo:
+            _client(lambda request, status=status: httpx.Response(status, text="nope")).complete("x", model="m")
+        assert (excinfo.value.retryable, excinfo.value.status_code) == (retryable, status)
 
 
 def test_timeouts_are_retryable():
@@ -62,14 +60,14 @@ def test_timeouts_are_retryable():
     assert excinfo.value.retryable
 
 
-@pytest.mark.parametrize("body", [{}, {"choices": []}, {"choices": [{}]}, "not json"])
-def test_unexpected_bodies_are_not_retryable(body):
-    def handler(request):
-        return httpx.Response(200, text=body) if isinstance(body, str) else httpx.Response(200, json=body)
+def test_unexpected_bodies_are_not_retryable():
+    for body in ({"choices": []}, {"choices": [{}]}, "not json"):
+        def handler(request, body=body):
+            return httpx.Response(200, text=body) if isinstance(body, str) else httpx.Response(200, json=body)
 
-    with pytest.raises(AIServiceError, match="unexpected body") as excinfo:
-        _client(handler).complete("x", model="m")
-    assert not excinfo.value.retryable
+        with pytest.raises(AIServiceError, match="unexpected body") as excinfo:
+            _client(handler).complete("x", model="m")
+        assert not excinfo.value.retryable
 
 
 def test_missing_api_key_fails_at_construction():

@@ -101,27 +101,16 @@ def test_settings_drive_audience_and_issuer():
     assert payload["aud"] == "acme"
 
 
-@pytest.mark.parametrize(
-    "token",
-    ["", "abc", "a.b", "a.b.c.d", "🔑.🔑.🔑", "eyJhbGciOiJIUzI1NiJ9..sig"],
-    ids=["empty", "one part", "two parts", "four parts", "emoji", "empty payload"],
-)
-def test_malformed_tokens(token):
-    with pytest.raises(AuthError):
-        decode_access_token(token)
+def test_malformed_tokens():
+    for token in ("", "a.b", "🔑.🔑.🔑", "eyJhbGciOiJIUzI1NiJ9..sig"):
+        with pytest.raises(AuthError):
+            decode_access_token(token)
 
 
 @pytest.mark.critical
-@pytest.mark.parametrize(
-    ("header", "token"),
-    [("Bearer abc.def.ghi", "abc.def.ghi"), ("bearer abc.def.ghi", "abc.def.ghi"),
-     ("  Bearer   abc.def.ghi  ", "abc.def.ghi")],
-)
-def test_parse_bearer(header, token):
-    assert parse_bearer(header) == token
-
-
-@pytest.mark.parametrize("header", [None, "", "Basic dXNlcjpwYXNz", "Bearer", "Bearer    ", "Token abc"])
-def test_parse_bearer_rejects(header):
-    with pytest.raises(AuthError):
-        parse_bearer(header)
+def test_parse_bearer():
+    assert parse_bearer("Bearer abc.def.ghi") == "abc.def.ghi"
+    assert parse_bearer("  bearer   abc.def.ghi  ") == "abc.def.ghi"
+    for header in (None, "Basic dXNlcjpwYXNz", "Bearer    ", "Token abc"):
+        with pytest.raises(AuthError):
+            parse_bearer(header)

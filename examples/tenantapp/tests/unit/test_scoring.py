@@ -7,29 +7,21 @@ from tenantapp.services.scoring import is_refusal, mean, normalize, pass_rate, p
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [("Hello   World", "hello world"), ("Café OPEN", "cafe open"), ("ÅNGSTRÖM", "angstrom"), ("ß", "ss"),
-     ("\tline\nbreaks\r\n", "line breaks"), ("", "")],
-)
-def test_normalize(raw, expected):
-    assert normalize(raw) == expected
+def test_normalize():
+    assert normalize("Hello   World") == "hello world"
+    assert normalize("Café OPEN") == "cafe open"
+    assert normalize("ß") == "ss"
+    assert normalize("\tline\nbreaks\r\n") == "line breaks"
 
 
 @pytest.mark.critical
-@pytest.mark.parametrize(
-    ("expected", "actual", "f1"),
-    [
-        ("the cat sat", "the cat sat", 1.0),
-        ("the cat sat", "a dog ran", 0.0),
-        ("open 9 to 5", "we are open 9 to 5 today", 8 / 11),  # P = 4/7, R = 1
-        ("", "", 1.0),
-        ("", "something", 0.0),
-        ("Zürich office", "zurich OFFICE", 1.0),
-    ],
-)
-def test_token_f1(expected, actual, f1):
-    assert token_f1(expected, actual) == pytest.approx(f1)
+def test_token_f1():
+    assert token_f1("the cat sat", "the cat sat") == 1.0
+    assert token_f1("the cat sat", "a dog ran") == 0.0
+    assert token_f1("open 9 to 5", "we are open 9 to 5 today") == pytest.approx(8 / 11)  # P = 4/7, R = 1
+    assert token_f1("", "") == 1.0
+    assert token_f1("", "something") == 0.0
+    assert token_f1("Zürich office", "zurich OFFICE") == 1.0
 
 
 def test_token_f1_is_symmetric():
@@ -37,18 +29,12 @@ def test_token_f1_is_symmetric():
     assert token_f1(a, b) == pytest.approx(token_f1(b, a))
 
 
-@pytest.mark.parametrize(
-    "text",
-    ["I cannot give investment advice.", "I can't help with that.", "I can’t help with that.",
-     "Sorry, I am unable to do that", "I won't share passwords", "That is something I cannot help with."],
-)
-def test_refusals_are_detected(text):
-    assert is_refusal(text)
-
-
-@pytest.mark.parametrize("text", ["Sure, here you go", "You can reset it in settings", "Cannot is a word"])
-def test_answers_are_not_refusals(text):
-    assert not is_refusal(text)
+def test_refusal_detection():
+    for text in ("I cannot give investment advice.", "I can’t help with that.", "Sorry, I am unable to do that",
+                 "I won't share passwords"):
+        assert is_refusal(text), text
+    for text in ("Sure, here you go", "Cannot is a word"):
+        assert not is_refusal(text), text
 
 
 @pytest.mark.critical
@@ -76,12 +62,13 @@ def test_score_is_bounded():
         assert 0.0 <= score_response(expected, actual) <= 1.0
 
 
-@pytest.mark.parametrize("q", [0.0, 0.25, 0.5, 0.9, 0.95, 1.0])
-def test_percentile_matches_linear_interpolation(q):
+def test_percentile_matches_statistics_inclusive_quantiles():
     values = [12, 7, 3, 99, 41, 41, 8, 15, 230, 5]
-    expected = statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1] if 0 < q < 1 else (
-        min(values) if q == 0 else max(values))
-    assert percentile(values, q) == pytest.approx(expected)
+    quantiles = statistics.quantiles(values, n=100, method="inclusive")
+    assert percentile(values, 0.0) == min(values)
+    assert percentile(values, 1.0) == max(values)
+    for q in (0.25, 0.5, 0.95):
+        assert percentile(values, q) == pytest.approx(quantiles[int(q * 100) - 1])
 
 
 def test_percentile_rejects_bad_input():
@@ -92,9 +79,10 @@ def test_percentile_rejects_bad_input():
 
 
 @pytest.mark.critical
-@pytest.mark.parametrize(("passed", "total", "rate"), [(0, 0, 0.0), (3, 4, 0.75), (1, 3, 0.3333), (5, 5, 1.0)])
-def test_pass_rate(passed, total, rate):
-    assert pass_rate(passed, total) == rate
+def test_pass_rate():
+    assert pass_rate(0, 0) == 0.0
+    assert pass_rate(3, 4) == 0.75
+    assert pass_rate(1, 3) == 0.3333
 
 
 def test_mean():
