@@ -60,6 +60,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATABASE_FIXTURES = {"engine", "connection", "db", "client", "app_client"}
 
 
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection, so "pytest -m unit" needs no database
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get(URL_VAR, "").strip() or config.option.collectonly:
         return
