@@ -78,7 +78,7 @@ prompts = CRUDBase(models.Prompt, sortable={"created_at", "language_code"}, defa
                    search_columns=("content",))
 test_sets = CRUDBase(models.TestSet, sortable={"name", "created_at"}, default_sort="-created_at",
                      search_columns=("name", "description"))
-test_cases = CRUDBase(models.TestCase, sortable={"created_at", "priority"}, default_sort="created_at")
+test_cases = CRUDBase(models.TestCase, sortable={"position", "created_at", "priority"}, default_sort="position")
 evaluation_runs = CRUDBase(models.EvaluationRun, sortable={"created_at", "pass_rate", "status"},
                            default_sort="-created_at")
 behaviors = CRUDBase(models.Behavior, sortable={"name"}, default_sort="name", search_columns=("name",))

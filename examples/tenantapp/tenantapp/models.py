@@ -176,7 +176,7 @@ class TestSet(Base):
                            primaryjoin="Project.id == TestSet.project_id")
     test_cases = relationship("TestCase", back_populates="test_set", passive_deletes=True,
                               primaryjoin="TestSet.id == TestCase.test_set_id", foreign_keys="TestCase.test_set_id",
-                              order_by="TestCase.created_at")
+                              order_by="[TestCase.position, TestCase.id]")
 
 
 class TestCase(Base):
@@ -194,6 +194,7 @@ class TestCase(Base):
                              name="fk_test_cases_status"),
         CheckConstraint("priority BETWEEN 1 AND 5", name="ck_test_cases_priority"),
         Index("ix_test_cases_tags", "tags", postgresql_using="gin"),
+        Index("ix_test_cases_set_position", "test_set_id", "position"),
     )
 
     id = _pk()
@@ -203,6 +204,8 @@ class TestCase(Base):
     behavior_id = Column(UUID(as_uuid=True))
     status_id = Column(UUID(as_uuid=True))
     priority = Column(Integer, nullable=False, default=3, server_default="3")
+    # Order within the test set (1-based). Not unique: two concurrent imports may share numbers; id breaks ties.
+    position = Column(Integer, nullable=False, default=0, server_default="0")
     tags = Column(ARRAY(Text), nullable=False, default=list, server_default="{}")
     created_at = _created()
 

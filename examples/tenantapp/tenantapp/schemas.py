@@ -277,6 +277,7 @@ class TestCaseOut(_Output):
     behavior: Optional[BehaviorOut]
     status_id: Optional[uuid.UUID]
     priority: int
+    position: int
     tags: List[str]
 
 

@@ -63,7 +63,7 @@ def execute_run(db: Session, run: models.EvaluationRun, client: AIClient, *, thr
 
     cases = db.execute(
         select(models.TestCase).where(models.TestCase.test_set_id == run.test_set_id)
-        .order_by(models.TestCase.created_at, models.TestCase.id)
+        .order_by(models.TestCase.position, models.TestCase.id)
     ).unique().scalars().all()
 
     passed = errored = 0

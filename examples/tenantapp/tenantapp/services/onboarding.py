@@ -75,13 +75,14 @@ def load_initial_data(db: Session, organization_id: uuid.UUID, user_id: uuid.UUI
                                   name="Customer support basics", status_id=draft.id)
         db.add(test_set)
         db.flush()
-        for content, expected, behavior in EXAMPLE_CASES:
+        for position, (content, expected, behavior) in enumerate(EXAMPLE_CASES, start=1):
             prompt = models.Prompt(organization_id=organization_id, content=content, expected_response=expected,
                                    created_by_id=user_id)
             db.add(prompt)
             db.flush()
             db.add(models.TestCase(organization_id=organization_id, test_set_id=test_set.id, prompt_id=prompt.id,
-                                   behavior_id=behaviors[behavior].id, priority=2, tags=["example"]))
+                                   behavior_id=behaviors[behavior].id, priority=2, tags=["example"],
+                                   position=position))
     organization = db.execute(select(models.Organization).where(models.Organization.id == organization_id)
                               ).scalar_one()
     organization.is_onboarding_complete = True

@@ -33,6 +33,8 @@ def import_test_cases(db: Session, *, test_set: models.TestSet, user: models.Use
         ).scalars()
     }
     behaviors = crud.behaviors_by_name(db)
+    position = db.execute(select(func.coalesce(func.max(models.TestCase.position), 0))
+                          .where(models.TestCase.test_set_id == test_set.id)).scalar_one()
     created = behaviors_created = skipped = 0
     for batch in chunked(list(items), IMPORT_FLUSH_EVERY):
         for item in batch:
@@ -50,8 +52,10 @@ def import_test_cases(db: Session, *, test_set: models.TestSet, user: models.Use
             db.add(models.Prompt(id=prompt_id, organization_id=org_id, content=item.prompt,
                                  language_code=item.language_code, expected_response=item.expected_response,
                                  created_by_id=user.id))
+            position += 1
             db.add(models.TestCase(organization_id=org_id, test_set_id=test_set.id, prompt_id=prompt_id,
-                                   behavior_id=behavior_id, priority=item.priority, tags=list(item.tags)))
+                                   behavior_id=behavior_id, priority=item.priority, tags=list(item.tags),
+                                   position=position))
             created += 1
         db.flush()
     return schemas.ImportResult(created=created, behaviors_created=behaviors_created, skipped_duplicates=skipped)
@@ -90,7 +94,7 @@ def export_csv(db: Session, test_set: models.TestSet) -> Iterator[str]:
         .join(models.Prompt, models.Prompt.id == models.TestCase.prompt_id)
         .outerjoin(models.Behavior, models.Behavior.id == models.TestCase.behavior_id)
         .where(models.TestCase.test_set_id == test_set.id)
-        .order_by(models.TestCase.created_at, models.TestCase.id)
+        .order_by(models.TestCase.position, models.TestCase.id)
     )
     for i, row in enumerate(db.execute(stmt), start=1):
         case_id, content, expected, language, behavior, priority, tags = row

@@ -120,6 +120,15 @@ def test_delete_test_case(client, auth_headers, test_set):
     assert client.get(f"/test-cases/{created['id']}", headers=auth_headers).status_code == 404
 
 
+def test_imports_append_in_order(client, auth_headers, test_set):
+    """Bulk imports insert hundreds of rows within microseconds; the explicit position keeps their order."""
+    import_cases(client, auth_headers, test_set["id"], generated_cases(40))
+    import_cases(client, auth_headers, test_set["id"], generated_cases(10, start=40))
+    cases = client.get(f"/test-sets/{test_set['id']}/test-cases", params={"limit": 100}, headers=auth_headers).json()
+    assert [c["position"] for c in cases] == list(range(1, 51))
+    assert [c["prompt"]["content"] for c in cases] == [c["prompt"] for c in generated_cases(50)]
+
+
 def test_list_test_cases_paged(client, auth_headers, test_set):
     import_cases(client, auth_headers, test_set["id"], generated_cases(25))
     response = client.get(f"/test-sets/{test_set['id']}/test-cases", params={"limit": 10, "skip": 20},

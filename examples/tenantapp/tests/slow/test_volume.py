@@ -23,32 +23,32 @@ def _import_in_batches(client, headers, test_set_id, cases, batch=500):
 
 def test_bulk_import_then_walk_every_page(client, auth_headers):
     test_set = create_test_set(client, auth_headers, name="Bulk import")
-    assert _import_in_batches(client, auth_headers, test_set["id"], generated_cases(2000)) == 2000
+    assert _import_in_batches(client, auth_headers, test_set["id"], generated_cases(3000)) == 3000
     seen, skip = [], 0
     while True:
         page = client.get(f"/test-sets/{test_set['id']}/test-cases", params={"skip": skip, "limit": 100},
                           headers=auth_headers)
-        assert page.headers["X-Total-Count"] == "2000"
+        assert page.headers["X-Total-Count"] == "3000"
         if not page.json():
             break
         seen += [c["id"] for c in page.json()]
         skip += 100
-    assert len(seen) == len(set(seen)) == 2000
+    assert len(seen) == len(set(seen)) == 3000
     stats = client.get(f"/test-sets/{test_set['id']}/stats", headers=auth_headers).json()
-    assert stats["total"] == 2000 and sum(stats["by_behavior"].values()) == 2000
+    assert stats["total"] == 3000 and sum(stats["by_behavior"].values()) == 3000
 
 
 @pytest.mark.ai
 def test_evaluation_run_over_many_cases(client, auth_headers, fake_ai):
     test_set = create_test_set(client, auth_headers, name="Large evaluation")
-    cases = generated_cases(600)
+    cases = generated_cases(1500)
     _import_in_batches(client, auth_headers, test_set["id"], cases)
     expected = {c["prompt"]: c["expected_response"] for c in cases}
     # The fake model answers every other question correctly.
     fake_ai.responder = lambda prompt: expected[prompt] if int(prompt.split("#")[1].split(":")[0]) % 2 == 0 \
         else "I'm not sure, sorry."
     run = client.post("/evaluation-runs", json={"test_set_id": test_set["id"]}, headers=auth_headers).json()
-    assert (run["total"], run["passed"], run["pass_rate"]) == (600, 300, 0.5)
+    assert (run["total"], run["passed"], run["pass_rate"]) == (1500, 750, 0.5)
 
     report = client.get(f"/evaluation-runs/{run['id']}/report", headers=auth_headers).json()
     results = []
@@ -57,14 +57,14 @@ def test_evaluation_run_over_many_cases(client, auth_headers, fake_ai):
                               headers=auth_headers).json():
         results += batch
         skip += 100
-    assert len(results) == 600
+    assert len(results) == 1500
     assert report["behaviors"][0]["p95_latency_ms"] == round(percentile(
         [r["latency_ms"] for r, c in zip(results, cases) if c["behavior"] == report["behaviors"][0]["behavior"]],
         0.95))
 
 
 def test_report_over_many_results(client, db, auth_headers, test_org):
-    """A run with 40,000 results (inserted in SQL as the app role, under RLS), aggregated by the report endpoint."""
+    """A run with 80,000 results (inserted in SQL as the app role, under RLS), aggregated by the report endpoint."""
     test_set = create_test_set(client, auth_headers, name="Report volume")
     _import_in_batches(client, auth_headers, test_set["id"], generated_cases(200))
     run = client.post("/evaluation-runs", json={"test_set_id": test_set["id"]}, headers=auth_headers).json()
@@ -75,12 +75,12 @@ def test_report_over_many_results(client, db, auth_headers, test_org):
         SELECT :org, :run, tc.id, s.score, s.score >= 0.6, (s.n * 7919) % 2000, 20 + s.n % 30
           FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM test_cases WHERE test_set_id = :ts) tc
           JOIN LATERAL (SELECT g AS n, ((g * 37) % 100) / 100.0 AS score
-                          FROM generate_series(tc.rn * 1000, tc.rn * 1000 + 199) g) s ON true
+                          FROM generate_series(tc.rn * 1000, tc.rn * 1000 + 399) g) s ON true
     """), {"org": test_org.id, "run": run["id"], "ts": test_set["id"]})
     rows = db.execute(text("SELECT score, passed, latency_ms, tokens FROM evaluation_results WHERE run_id = :run"),
                       {"run": run["id"]}).all()
     db.commit()
-    assert len(rows) == 200 + 200 * 200
+    assert len(rows) == 200 + 200 * 400
 
     report = client.get(f"/evaluation-runs/{run['id']}/report", headers=auth_headers).json()
     assert report["total"] == len(rows)
@@ -93,7 +93,7 @@ def test_csv_export_of_a_large_set(client, auth_headers):
     rng = random.Random(1234)
     alphabet = "abcdefghijklmnopqrstuvwxyz äöüßéçñ 日本語 \"',;\n"
     cases = [case(f"{i}: " + "".join(rng.choice(alphabet) for _ in range(60)), f"answer {i}", priority=1 + i % 5)
-             for i in range(3000)]
+             for i in range(5000)]
     test_set = create_test_set(client, auth_headers, name="Export volume")
     _import_in_batches(client, auth_headers, test_set["id"], cases)
     response = client.get(f"/test-sets/{test_set['id']}/export.csv", headers=auth_headers)
@@ -106,20 +106,20 @@ def test_csv_export_of_a_large_set(client, auth_headers):
 def test_isolation_holds_at_volume(client, db, auth_headers, other_headers, test_org, other_org):
     for headers, prefix in ((auth_headers, "A"), (other_headers, "B")):
         test_set = create_test_set(client, headers, name=f"{prefix} volume")
-        _import_in_batches(client, headers, test_set["id"], generated_cases(1200, prefix=prefix))
+        _import_in_batches(client, headers, test_set["id"], generated_cases(2500, prefix=prefix))
     for headers, org, prefix in ((auth_headers, test_org, "A"), (other_headers, other_org, "B")):
         prompts = client.get("/prompts", params={"search": "#", "limit": 100}, headers=headers)
-        assert prompts.headers["X-Total-Count"] == "1200"
+        assert prompts.headers["X-Total-Count"] == "2500"
         db.execute(text("SELECT set_config('app.current_organization', :org, true)"), {"org": str(org.id)})
         counts = db.execute(text("SELECT left(content, 1), count(*) FROM prompts WHERE content LIKE '_ #%' "
                                  "GROUP BY 1")).all()
-        assert counts == [(prefix, 1200)]
+        assert counts == [(prefix, 2500)]
 
 
 def test_onboarding_many_organizations(client, make_headers):
-    """Sixty sign-ups in a row, each getting its initial data, each seeing only its own."""
+    """Eighty sign-ups in a row, each getting its initial data, each seeing only its own."""
     org_ids = []
-    for i in range(60):
+    for i in range(80):
         headers = make_headers(f"auth0|founder-{i}", None)
         response = client.post("/onboarding", json={"organization": {"name": f"Startup №{i} [batch]"},
                                                     "email": f"founder{i}@startup.example", "name": f"Founder {i}"},

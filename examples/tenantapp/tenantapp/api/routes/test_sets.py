@@ -99,7 +99,7 @@ def add_test_case(test_set_id: uuid.UUID, body: schemas.TestCaseCreate,
     if result.created == 0:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="this prompt is already in the test set")
     db.commit()
-    case, _ = crud.test_cases.list(db, page=Page(0, 1), sort="-created_at", filters={"test_set_id": test_set_id})
+    case, _ = crud.test_cases.list(db, page=Page(0, 1), sort="-position", filters={"test_set_id": test_set_id})
     return case[0]
 
 
