@@ -326,7 +326,8 @@ def main() -> int:
             clones = {name: server.create(name, template=fresh) for name in clone_names}
             print(f"cloned {len(clones)} databases from it (CREATE DATABASE ... TEMPLATE): "
                   f"{time.monotonic() - started:.2f}s")
-            app_url = {db: url_with(options.admin_url, database=db, user=project.role) for db in [fresh, *clones.values()]}
+            app_url = {db: url_with(options.admin_url, database=db, user=project.role)
+                       for db in [fresh, *clones.values()]}
 
             # -- (2) stage and marker selection --------------------------------------------------------------------
             print("\n[2] selection per stage and per marker (pytest's own collection and -m evaluation)")

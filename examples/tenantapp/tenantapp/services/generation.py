@@ -81,9 +81,7 @@ def generate_test_cases(db: Session, client: AIClient, *, test_set: models.TestS
     cases, discarded = parse_generated_cases(completion.text, behavior=request.behavior, limit=request.count)
     if not cases:
         raise GenerationError("the model returned no usable test cases")
-    before = {c.id for c in test_set.test_cases}
-    result = import_test_cases(db, test_set=test_set, user=user, items=cases)
-    db.expire(test_set, ["test_cases"])
-    new_ids = [c.id for c in test_set.test_cases if c.id not in before]
+    new_ids: list = []
+    result = import_test_cases(db, test_set=test_set, user=user, items=cases, created_ids=new_ids)
     return schemas.GenerateTestCasesResult(created=result.created, discarded=discarded + result.skipped_duplicates,
                                            test_case_ids=new_ids)

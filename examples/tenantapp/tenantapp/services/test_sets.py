@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -18,11 +18,13 @@ IMPORT_FLUSH_EVERY = 250  # rows per flush: big enough to batch INSERTs, small e
 
 
 def import_test_cases(db: Session, *, test_set: models.TestSet, user: models.User,
-                      items: Sequence[schemas.TestCaseCreate]) -> schemas.ImportResult:
-    """Create prompts and test cases in one go.
+                      items: Sequence[schemas.TestCaseCreate],
+                      created_ids: Optional[list[uuid.UUID]] = None) -> schemas.ImportResult:
+    """Create prompts and test cases in one go, appended after the set's existing cases.
 
     A case whose prompt (normalised) already exists in the set, or earlier in the same batch, is skipped: imports
-    are re-run by CI jobs, and a re-run must not double the set. Unknown behaviours are created on the fly.
+    are re-run by CI jobs, and a re-run must not double the set. Unknown behaviours are created on the fly. The ids
+    of the new test cases are appended to ``created_ids`` when given.
     """
     org_id = test_set.organization_id
     existing = {
@@ -53,9 +55,12 @@ def import_test_cases(db: Session, *, test_set: models.TestSet, user: models.Use
                                  language_code=item.language_code, expected_response=item.expected_response,
                                  created_by_id=user.id))
             position += 1
-            db.add(models.TestCase(organization_id=org_id, test_set_id=test_set.id, prompt_id=prompt_id,
+            case_id = uuid.uuid4()
+            db.add(models.TestCase(id=case_id, organization_id=org_id, test_set_id=test_set.id, prompt_id=prompt_id,
                                    behavior_id=behavior_id, priority=item.priority, tags=list(item.tags),
                                    position=position))
+            if created_ids is not None:
+                created_ids.append(case_id)
             created += 1
         db.flush()
     return schemas.ImportResult(created=created, behaviors_created=behaviors_created, skipped_duplicates=skipped)

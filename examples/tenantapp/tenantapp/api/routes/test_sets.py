@@ -95,12 +95,12 @@ def list_test_cases(test_set_id: uuid.UUID, response: Response, sort: str | None
 def add_test_case(test_set_id: uuid.UUID, body: schemas.TestCaseCreate,
                   user: models.User = Depends(get_current_user), db: Session = Depends(get_db)):
     test_set = _test_set(db, test_set_id)
-    result = service.import_test_cases(db, test_set=test_set, user=user, items=[body])
-    if result.created == 0:
+    created: list[uuid.UUID] = []
+    service.import_test_cases(db, test_set=test_set, user=user, items=[body], created_ids=created)
+    if not created:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="this prompt is already in the test set")
     db.commit()
-    case, _ = crud.test_cases.list(db, page=Page(0, 1), sort="-position", filters={"test_set_id": test_set_id})
-    return case[0]
+    return crud.test_cases.get(db, created[0])
 
 
 @router.post("/test-sets/{test_set_id}/import", response_model=schemas.ImportResult)
