@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import secrets
 import subprocess
 import sys
@@ -197,6 +198,7 @@ class Outcome:
     order: list[str] = field(default_factory=list)
     properties: dict[str, dict[str, str]] = field(default_factory=dict)
     tail: str = ""
+    cpu_seconds: float = 0.0  # user + sys of the pytest process (the server's CPU is not included)
 
     @property
     def ok(self) -> bool:
@@ -280,8 +282,16 @@ def finish(run: Running) -> Outcome:
     return outcome
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_serial(project: Project, url: str, label: str, args: list[str], junit_dir: Path) -> Outcome:
-    return finish(run_pytest(project, url, label, args, junit_dir))
+    cpu = children_cpu()
+    outcome = finish(run_pytest(project, url, label, args, junit_dir))
+    outcome.cpu_seconds = children_cpu() - cpu
+    return outcome
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -296,7 +306,7 @@ def main() -> int:
     project = Project.load()
     server = Server(options.admin_url, prefix=f"tachk_{os.getpid()}_{secrets.token_hex(3)}")
     failures: list[str] = []
-    timings: list[tuple[str, float, str]] = []
+    timings: list[tuple[str, float, float | None, str]] = []
 
     def check(condition: bool, message: str) -> None:
         print(("  ok    " if condition else "  FAIL  ") + message)
@@ -349,7 +359,7 @@ def main() -> int:
             before = server.snapshot(fresh)
             whole = run_serial(project, app_url[fresh], "whole-suite", [], junit_dir)
             report(whole)
-            timings.append(("whole suite", whole.seconds, f"{whole.tests} tests"))
+            timings.append(("whole suite", whole.seconds, whole.cpu_seconds, f"{whole.tests} tests"))
             check(whole.tests == len(all_ids), f"ran every collected test ({whole.tests} of {len(all_ids)})")
             after = server.snapshot(fresh)
             changed = [t for t in before if before[t] != after.get(t)]
@@ -367,7 +377,8 @@ def main() -> int:
                 report(outcome)
                 check(outcome.tests == len(stage_ids[stage["name"]]),
                       f"stage {stage['name']!r} ran what collection predicted ({outcome.tests})")
-                timings.append((f"stage {stage['name']} (-m '{expr}')", outcome.seconds, f"{outcome.tests} tests"))
+                timings.append((f"stage {stage['name']} (-m '{expr}')", outcome.seconds, outcome.cpu_seconds,
+                                f"{outcome.tests} tests"))
 
             # -- (3) a random half, reversed ------------------------------------------------------------------------
             rng = random.Random(options.seed)
@@ -378,7 +389,7 @@ def main() -> int:
             report(rev)
             check(rev.tests == len(reversed_ids), f"ran all {len(reversed_ids)} requested tests ({rev.tests})")
             check(rev.order == reversed_ids, "pytest executed them in the requested (reversed) order")
-            timings.append(("random half, reversed", rev.seconds, f"{rev.tests} tests"))
+            timings.append(("random half, reversed", rev.seconds, rev.cpu_seconds, f"{rev.tests} tests"))
 
             # -- (4) two halves at the same time on two databases ---------------------------------------------------
             shuffled = all_ids[:]
@@ -399,7 +410,7 @@ def main() -> int:
                 check(outcome.tests == len(ids), f"half {name} ran all {len(ids)} requested tests")
                 db = outcome.properties.get(IDENTITY_TEST, {}).get("database")
                 check(db == clones[name], f"half {name} recorded database {db!r}")
-            timings.append(("two halves concurrently (wall)", wall,
+            timings.append(("two halves concurrently (wall)", wall, None,
                             f"{sum(o.tests for o in outcomes)} tests, "
                             f"{' + '.join(f'{o.seconds:.1f}s' for o in outcomes)}"))
     except CheckFailed as exc:
@@ -412,9 +423,12 @@ def main() -> int:
         print(f"\ndropped {len(server.created) - len(errors)} of {len(server.created)} databases")
 
     if timings:
-        print("\nserial wall times (pytest process start to exit, incl. collection):")
-        for label, seconds, detail in timings:
-            print(f"  {label:<48} {seconds:7.1f}s  {detail}")
+        print(f"\nserial wall times (pytest process start to exit, incl. collection; cpu = the pytest process's "
+              f"user+sys, a load-independent check; load average now {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} cores):")
+        for label, seconds, cpu, detail in timings:
+            cpu_text = f"cpu {cpu:5.1f}s" if cpu is not None else " " * 9
+            print(f"  {label:<48} {seconds:7.1f}s  {cpu_text}  {detail}")
     print(f"\n{'PASS' if not failures else 'FAIL'}: {len(failures)} failed check(s)")
     for failure in failures:
         print(f"  - {failure.splitlines()[0]}")
