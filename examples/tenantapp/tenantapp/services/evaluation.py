@@ -105,8 +105,8 @@ SELECT coalesce(b.name, '(none)')                                         AS beh
        coalesce(avg(r.score), 0)                                          AS mean_score,
        coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_ms), 0) AS p95_latency_ms
   FROM evaluation_results r
-  JOIN test_cases tc ON tc.id = r.test_case_id
-  LEFT JOIN behaviors b ON b.id = tc.behavior_id
+  JOIN test_cases tc ON tc.organization_id = r.organization_id AND tc.id = r.test_case_id
+  LEFT JOIN behaviors b ON b.organization_id = tc.organization_id AND b.id = tc.behavior_id
  WHERE r.run_id = :run_id
  GROUP BY 1
  ORDER BY 1
