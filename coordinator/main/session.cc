@@ -108,7 +108,7 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, co
   so.artifact_dir = options.run_dir + "/artifacts";
   so.spec = BuildRunSpec(config, options.server_url);
   so.heartbeat_interval = options.heartbeat;
-  TS_ASSIGN_OR_RETURN(s->server_, coordinator::CoordinatorServer::Start(options.listen, s->run_.get(), so,
+  TS_ASSIGN_OR_RETURN(s->server_, coordinator::CoordinatorServer::Start(options.listen, s->run_.get(), so, options.tls,
                                                                          options.allow_remote_plaintext));
   return s;
 }
