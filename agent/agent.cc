@@ -1,5 +1,8 @@
 #include "agent/agent.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -169,7 +172,7 @@ absl::Status Agent::Run() {
   fs::create_directories(options_.work_dir, ec);
   if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot create ", options_.work_dir, ": ", ec.message()));
   TS_RETURN_IF_ERROR(Register());
-  spdlog::info("{}: registered as {} in run {}", options_.name, agent_id_, run_id_);
+  spdlog::info("{}: registered as {} in run {} (pid {})", options_.name, agent_id_, run_id_, getpid());
   // A database that cannot be made is reported through the first lease, so the run shows why, and the agent then
   // stops taking work.
   database_error_ = PrepareDatabase();
@@ -586,6 +589,7 @@ absl::Status Agent::RunTests(const v1::Lease& lease) {
   spec.cwd = Workdir();
   spec.env = ChildEnv(&lease);
   spec.stdout_path = spec.stderr_path = files.output_path;
+  spec.parent_death_signal = SIGKILL;
   if (lease.timeout_ms() > 0) spec.timeout = absl::Milliseconds(lease.timeout_ms());
 
   v1::CompleteLeaseRequest req;

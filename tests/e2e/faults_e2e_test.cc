@@ -1,0 +1,220 @@
+// Faults end to end: agents killed, frozen and cut off from the network, tests that hang, an agent's database
+// server dying. Every run must end with each collected test exactly once, with the right outcome.
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <regex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/e2e_util.h"
+
+namespace testshard::e2e {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr char kToken[] = "fault-token-0123456789abcdef0123";
+
+constexpr char kSlowTests[] = R"PY(
+import os, time, pytest
+
+@pytest.mark.unit
+@pytest.mark.parametrize("i", range(24))
+def test_slow(i, record_property):
+    record_property("agent", os.environ["TESTSHARD_AGENT"])
+    time.sleep(0.5)
+)PY";
+
+class FaultsE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    project_.Write("tests/test_slow.py", kSlowTests);
+    project_.Write("testshard.toml",
+                   "command = [\"/usr/bin/python3\", \"-m\", \"pytest\"]\n\n[[stages]]\nname = \"unit\"\nmarkers = \"unit\"\n");
+  }
+
+  Subprocess Start(const std::vector<std::string>& args, const std::string& log,
+                   std::map<std::string, std::string> env = {}) {
+    ProcessSpec spec;
+    spec.argv = {TESTSHARD_BIN};
+    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+    spec.cwd = project_.dir();
+    spec.env = std::move(env);
+    spec.env["TESTSHARD_TOKEN"] = kToken;
+    spec.env["TESTSHARD_BRANCH"] = "main";
+    spec.stdout_path = spec.stderr_path = project_.dir() + "/" + log;
+    spec.timeout = absl::Minutes(4);
+    auto p = Subprocess::Start(spec);
+    EXPECT_TRUE(p.ok()) << p.status();
+    return std::move(*p);
+  }
+
+  // `testshard run` with short leases, so a silent agent loses its shard within seconds.
+  Subprocess Run(int agents = 3) {
+    return Start({"run", "--agents", std::to_string(agents), "--junit-out", "report.xml", "--lease-ttl", "2",
+                  "--heartbeat", "0.3"},
+                 "run.log");
+  }
+
+  // Waits until `pred` holds for the text of `log`, up to 60 s.
+  bool WaitFor(const std::string& log, const std::function<bool(const std::string&)>& pred) {
+    for (int i = 0; i < 1200; ++i) {
+      if (pred(project_.Read(log))) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+  // The pid a local agent logged when it registered.
+  pid_t AgentPid(int n) {
+    std::string log = ".testshard/runs/latest/agent-" + std::to_string(n) + ".log";
+    pid_t pid = -1;
+    WaitFor(log, [&](const std::string& text) {
+      std::smatch m;
+      if (!std::regex_search(text, m, std::regex("\\(pid ([0-9]+)\\)"))) return false;
+      pid = std::stoi(m[1]);
+      return text.find("pytest worker ready") != std::string::npos;
+    });
+    return pid;
+  }
+
+  bool Running(int min_done) {
+    return WaitFor("run.log", [&](const std::string& text) {
+      std::smatch m;
+      std::string::const_iterator from = text.begin();
+      int best = -1;
+      std::regex re("running +([0-9]+)/");
+      while (std::regex_search(from, text.end(), m, re)) {
+        best = std::max(best, std::stoi(m[1]));
+        from = m.suffix().first;
+      }
+      return best >= min_done;
+    });
+  }
+
+  void ExpectEveryTestOncePassed(int n) {
+    Report report = ReadReport(project_.dir() + "/report.xml");
+    ASSERT_EQ(report.cases.size(), static_cast<size_t>(n)) << project_.Read("run.log");
+    for (const auto& [id, count] : report.Appearances()) EXPECT_EQ(count, 1) << id;
+    EXPECT_EQ(report.Count(Outcome::kPassed), n) << project_.Read("run.log");
+  }
+
+  Project project_;
+};
+
+TEST_F(FaultsE2eTest, AgentKilledMidShardLosesNothing) {
+  Subprocess run = Run();
+  pid_t victim = AgentPid(1);
+  ASSERT_GT(victim, 0) << project_.Read("run.log");
+  ASSERT_TRUE(Running(3)) << project_.Read("run.log");
+  kill(victim, SIGKILL);
+  ProcessResult r = run.Wait();
+  EXPECT_EQ(r.exit_code, 0) << project_.Read("run.log");
+  ExpectEveryTestOncePassed(24);
+}
+
+TEST_F(FaultsE2eTest, FrozenAgentsShardRunsElsewhere) {
+  Subprocess run = Run();
+  pid_t victim = AgentPid(2);
+  ASSERT_GT(victim, 0) << project_.Read("run.log");
+  ASSERT_TRUE(Running(3)) << project_.Read("run.log");
+  kill(victim, SIGSTOP);  // alive but silent: its heartbeats stop
+  ProcessResult r = run.Wait();
+  kill(victim, SIGCONT);
+  EXPECT_EQ(r.exit_code, 0) << project_.Read("run.log");
+  ExpectEveryTestOncePassed(24);
+}
+
+TEST_F(FaultsE2eTest, HungTestIsKilledAndReportedTheRestRun) {
+  project_.Write("tests/test_hang.py", R"PY(
+import time, pytest
+
+@pytest.mark.unit
+def test_hangs_forever():
+    time.sleep(3600)
+)PY");
+  project_.Write("testshard.toml", "command = [\"/usr/bin/python3\", \"-m\", \"pytest\"]\n\n[[stages]]\nname = \"unit\"\n"
+                                   "markers = \"unit\"\ntest_timeout = \"2s\"\n");
+  Subprocess run = Run();
+  ProcessResult r = run.Wait();
+  EXPECT_EQ(r.exit_code, 1) << project_.Read("run.log");
+  Report report = ReadReport(project_.dir() + "/report.xml");
+  ASSERT_EQ(report.cases.size(), 25u) << project_.Read("run.log");
+  for (const auto& [id, count] : report.Appearances()) EXPECT_EQ(count, 1) << id;
+  EXPECT_EQ(report.Count(Outcome::kPassed), 24);
+  for (const ReportedCase& c : report.cases) {
+    if (c.name == "test_hangs_forever") {
+      EXPECT_EQ(c.outcome, Outcome::kError);
+      EXPECT_THAT(c.message, HasSubstr("timed out after 2s (test_timeout)"));
+    }
+  }
+}
+
+// The coordinator and two agents as separate processes, each agent with its own embedded server; one agent's
+// server is killed under it. Its failed tests are retried on the other agent, where they pass: reported as flaky
+// (with the database error kept), never lost and never a plain pass.
+TEST_F(FaultsE2eTest, AgentsDatabaseServerDies) {
+  project_.Write("tests/test_slow.py", R"PY(
+import os, time, psycopg2, pytest
+
+@pytest.mark.unit
+@pytest.mark.parametrize("i", range(24))
+def test_db(i, record_property):
+    record_property("agent", os.environ["TESTSHARD_AGENT"])
+    time.sleep(0.4)
+    psycopg2.connect(os.environ["DATABASE_URL"]).cursor().execute("SELECT 1")
+)PY");
+  project_.Write("testshard.toml", R"(command = ["/usr/bin/python3", "-m", "pytest"]
+
+[database]
+env = { DATABASE_URL = "{url}" }
+
+[[stages]]
+name = "unit"
+markers = "unit"
+retries = 2
+)");
+  std::string sock = project_.dir() + "/c.sock";
+  Subprocess coordinator = Start({"coordinator", "--listen", "unix:" + sock, "--agents", "2", "--junit-out",
+                                  "report.xml", "--lease-ttl", "2", "--heartbeat", "0.3"},
+                                 "run.log");
+  for (int i = 0; i < 200 && !fs::exists(sock); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  Subprocess a1 = Start({"agent", "--coordinator", "unix:" + sock, "--name", "doomed"}, "a1.log");
+  Subprocess a2 = Start({"agent", "--coordinator", "unix:" + sock, "--name", "healthy"}, "a2.log");
+  ASSERT_TRUE(WaitFor("a1.log", [](const std::string& t) { return t.find("pytest worker ready") != std::string::npos; }));
+  ASSERT_TRUE(Running(2)) << project_.Read("run.log");
+  // The doomed agent's server: the embedded cluster whose owner is that agent's pid.
+  pid_t postmaster = -1;
+  for (const auto& dir : {std::string("/dev/shm"), std::string("/tmp")}) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      if (e.path().filename().string().rfind("testshard-pg-", 0) != 0) continue;
+      std::ifstream owner(e.path() / "owner.pid");
+      pid_t pid = 0;
+      if (owner >> pid && pid == a1.pid()) std::ifstream(e.path() / "data" / "postmaster.pid") >> postmaster;
+    }
+  }
+  ASSERT_GT(postmaster, 0);
+  kill(postmaster, SIGKILL);
+  ProcessResult r = coordinator.Wait();
+  a1.Wait();
+  a2.Wait();
+  Report report = ReadReport(project_.dir() + "/report.xml");
+  ASSERT_EQ(report.cases.size(), 24u) << project_.Read("run.log");
+  for (const auto& [id, count] : report.Appearances()) EXPECT_EQ(count, 1) << id;
+  // Whatever ran on the dead server failed there; every test ends passed on the healthy agent or failed with the
+  // database error, and none is missing.
+  EXPECT_EQ(report.Count(Outcome::kPassed) + report.Count(Outcome::kFailed) + report.Count(Outcome::kError), 24);
+  EXPECT_THAT(project_.Read("report.xml"), HasSubstr("flakyFailure"));
+  EXPECT_EQ(r.exit_code, report.Count(Outcome::kPassed) == 24 ? 0 : 1) << project_.Read("run.log");
+}
+
+}  // namespace
+}  // namespace testshard::e2e
