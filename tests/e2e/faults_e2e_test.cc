@@ -216,5 +216,93 @@ retries = 2
   EXPECT_EQ(r.exit_code, report.Count(Outcome::kPassed) == 24 ? 0 : 1) << project_.Read("run.log");
 }
 
+// A network namespace with a veth link to this host: an agent inside it reaches the coordinator over 10.213.x.1,
+// and the test can cut that link. Skips (with the reason) where namespaces cannot be made.
+class Netns {
+ public:
+  Netns() {
+    std::string tag = std::to_string(getpid() % 100000);
+    ns_ = "tsnet" + tag;
+    host_if_ = "tsh" + tag;
+    ns_if_ = "tsn" + tag;
+    int subnet = 1 + getpid() % 250;
+    host_ip_ = "10.213." + std::to_string(subnet) + ".1";
+    ns_ip_ = "10.213." + std::to_string(subnet) + ".2";
+    ok_ = Ip({"netns", "add", ns_}) && Ip({"link", "add", host_if_, "type", "veth", "peer", "name", ns_if_}) &&
+          Ip({"link", "set", ns_if_, "netns", ns_}) && Ip({"addr", "add", host_ip_ + "/24", "dev", host_if_}) &&
+          Ip({"link", "set", host_if_, "up"}) &&
+          Ip({"netns", "exec", ns_, "ip", "addr", "add", ns_ip_ + "/24", "dev", ns_if_}) &&
+          Ip({"netns", "exec", ns_, "ip", "link", "set", ns_if_, "up"}) &&
+          Ip({"netns", "exec", ns_, "ip", "link", "set", "lo", "up"});
+  }
+  ~Netns() {
+    Ip({"link", "del", host_if_});
+    Ip({"netns", "del", ns_});
+  }
+  bool ok() const { return ok_; }
+  const std::string& name() const { return ns_; }
+  const std::string& host_ip() const { return host_ip_; }
+  void Cut() { Ip({"link", "set", host_if_, "down"}); }
+  const std::string& error() const { return error_; }
+
+ private:
+  bool Ip(std::vector<std::string> args) {
+    ProcessSpec spec;
+    spec.argv = {"ip"};
+    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+    char tmpl[] = "/tmp/ts-ip-XXXXXX";
+    int fd = mkstemp(tmpl);
+    close(fd);
+    spec.stdout_path = spec.stderr_path = tmpl;
+    PosixProcessRunner runner;
+    auto r = runner.Run(spec, nullptr);
+    bool ok = r.ok() && r->ok();
+    if (!ok && error_.empty()) error_ = "ip " + args[0] + " " + args[1] + ": " + ReadTail(tmpl, 500);
+    unlink(tmpl);
+    return ok;
+  }
+  std::string ns_, host_if_, ns_if_, host_ip_, ns_ip_, error_;
+  bool ok_ = false;
+};
+
+// One agent reaches the coordinator through a link that is then taken down: its lease expires, its unfinished
+// tests run on the agent that can still talk, and nothing is lost or counted twice.
+TEST_F(FaultsE2eTest, AgentCutOffFromTheNetworkLosesNothing) {
+  if (geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
+  Netns ns;
+  if (!ns.ok()) GTEST_SKIP() << "cannot make a network namespace here: " << ns.error();
+  Subprocess coordinator = Start({"coordinator", "--listen", "0.0.0.0:0",
+                                  "--allow-remote-plaintext", "--agents", "2", "--junit-out", "report.xml",
+                                  "--lease-ttl", "2", "--heartbeat", "0.3"},
+                                 "run.log");
+  std::string port;
+  ASSERT_TRUE(WaitFor("run.log", [&](const std::string& t) {
+    std::smatch m;
+    if (!std::regex_search(t, m, std::regex("listening on 0\\.0\\.0\\.0:([0-9]+);"))) return false;
+    port = m[1];
+    return true;
+  })) << project_.Read("run.log");
+  Subprocess local = Start({"agent", "--coordinator", "127.0.0.1:" + port, "--name", "local"},
+                           "local.log");
+  ProcessSpec spec;
+  spec.argv = {"ip", "netns", "exec", ns.name(), TESTSHARD_BIN, "agent", "--coordinator",
+               ns.host_ip() + ":" + port, "--name", "remote", "--connect-timeout", "5"};
+  spec.cwd = project_.dir();
+  spec.env["TESTSHARD_TOKEN"] = kToken;
+  spec.stdout_path = spec.stderr_path = project_.dir() + "/remote.log";
+  auto remote = Subprocess::Start(spec);
+  ASSERT_TRUE(remote.ok());
+  ASSERT_TRUE(WaitFor("remote.log", [](const std::string& t) { return t.find("pytest worker ready") != std::string::npos; }))
+      << project_.Read("remote.log");
+  ASSERT_TRUE(Running(3)) << project_.Read("run.log");
+  ns.Cut();
+  ProcessResult r = coordinator.Wait();
+  EXPECT_EQ(r.exit_code, 0) << project_.Read("run.log") << project_.Read("remote.log");
+  local.Wait();
+  remote->SignalGroup(SIGKILL);
+  remote->Wait();
+  ExpectEveryTestOncePassed(24);
+}
+
 }  // namespace
 }  // namespace testshard::e2e
