@@ -34,6 +34,7 @@ struct RunFlags {
   std::string database_url;
   bool allow_remote_plaintext = false;
   ServerTls tls;
+  std::string resume;  // coordinator: run id to continue
   double lease_ttl_s = 15;
   double heartbeat_s = 1;
 };
@@ -205,7 +206,13 @@ int RunCoordinator(const RunFlags& flags) {
   so.token = token;
   so.server_url = !flags.database_url.empty() ? flags.database_url
                   : config->database.mode == DatabaseConfig::Mode::kServer ? config->database.url : "";
-  so.run_id = RandomToken().substr(0, 12);
+  so.resume = !flags.resume.empty();
+  so.run_id = so.resume ? flags.resume : RandomToken().substr(0, 12);
+  if (so.resume && (CheckArtifactName(so.run_id).ok() == false ||
+                    !fs::exists(ProjectDir(*config) + "/.testshard/runs/" + so.run_id + "/journal.jsonl"))) {
+    return Fail(absl::NotFoundError(absl::StrCat("no run ", so.run_id, " to resume under ", ProjectDir(*config),
+                                                 "/.testshard/runs")));
+  }
   so.run_dir = MakeRunDir(*config, so.run_id);
   ApplyLeaseFlags(flags, &so);
   auto session = Session::Start(*config, so);
@@ -254,6 +261,8 @@ void AddRunCommands(CLI::App& app, int* exit_code) {
   coord->add_option("--tls-key", flags->tls.key_file, "PEM private key for --tls-cert");
   coord->add_option("--tls-client-ca", flags->tls.client_ca_file,
                     "PEM CA: require agents to present a certificate it signed (mutual TLS)");
+  coord->add_option("--resume", flags->resume,
+                    "continue run RUN_ID after a coordinator restart: its results are kept, the rest re-queued");
   AddLeaseFlags(coord, flags.get());
   coord->callback([flags, exit_code] { *exit_code = RunCoordinator(*flags); });
 }

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <optional>
 #include <regex>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -214,6 +216,57 @@ retries = 2
   EXPECT_EQ(report.Count(Outcome::kPassed) + report.Count(Outcome::kFailed) + report.Count(Outcome::kError), 24);
   EXPECT_THAT(project_.Read("report.xml"), HasSubstr("flakyFailure"));
   EXPECT_EQ(r.exit_code, report.Count(Outcome::kPassed) == 24 ? 0 : 1) << project_.Read("run.log");
+}
+
+// The coordinator is killed mid-stage and restarted with --resume: agents reconnect and re-register, the results
+// it had journaled are kept (those tests never run again), the rest run, and the report has every test once.
+TEST_F(FaultsE2eTest, CoordinatorKilledAndResumed) {
+  project_.Write("tests/test_slow.py", R"PY(
+import os, time, pytest
+
+@pytest.mark.unit
+@pytest.mark.parametrize("i", range(24))
+def test_slow(i):
+    time.sleep(0.5)
+    with open(os.path.join(os.path.dirname(__file__), "..", "ran.log"), "a") as f:
+        f.write("test_slow[%d]\n" % i)
+)PY");
+  std::string sock = project_.dir() + "/c.sock";
+  std::vector<std::string> args = {"coordinator", "--listen", "unix:" + sock, "--agents", "2", "--junit-out",
+                                   "report.xml", "--lease-ttl", "2", "--heartbeat", "0.3"};
+  std::optional<Subprocess> coordinator(Start(args, "run.log"));
+  std::string run_id;
+  ASSERT_TRUE(WaitFor("run.log", [&](const std::string& t) {
+    std::smatch m;
+    if (!std::regex_search(t, m, std::regex("coordinator for run ([0-9a-f]+) listening"))) return false;
+    run_id = m[1];
+    return true;
+  }));
+  Subprocess a1 = Start({"agent", "--coordinator", "unix:" + sock, "--name", "a1"}, "a1.log");
+  Subprocess a2 = Start({"agent", "--coordinator", "unix:" + sock, "--name", "a2"}, "a2.log");
+  ASSERT_TRUE(Running(6)) << project_.Read("run.log");
+  coordinator->SignalGroup(SIGKILL);
+  coordinator->Wait();
+  // What the dead coordinator had kept: those tests must not run again.
+  std::string journal = project_.Read(".testshard/runs/" + run_id + "/journal.jsonl");
+  std::set<std::string> kept;
+  for (std::smatch m; std::regex_search(journal, m, std::regex("\"n\":\"(test_slow\\[[0-9]+\\])\""));
+       journal = m.suffix()) {
+    kept.insert(m[1]);
+  }
+  EXPECT_FALSE(kept.empty());
+  args.insert(args.end(), {"--resume", run_id});
+  coordinator.emplace(Start(args, "run2.log"));
+  ProcessResult r = coordinator->Wait();
+  EXPECT_EQ(r.exit_code, 0) << project_.Read("run2.log");
+  EXPECT_EQ(a1.Wait().exit_code, 0) << project_.Read("a1.log");
+  EXPECT_EQ(a2.Wait().exit_code, 0) << project_.Read("a2.log");
+  EXPECT_THAT(project_.Read("run2.log"), HasSubstr("resumed run " + run_id));
+  ExpectEveryTestOncePassed(24);
+  std::map<std::string, int> ran;
+  std::istringstream lines(project_.Read("ran.log"));
+  for (std::string line; std::getline(lines, line);) ++ran[line];
+  for (const std::string& id : kept) EXPECT_EQ(ran[id], 1) << id << " ran again after the restart";
 }
 
 // A network namespace with a veth link to this host: an agent inside it reaches the coordinator over 10.213.x.1,
