@@ -565,6 +565,20 @@ void RunState::ExpireLocked() {
   }
 }
 
+void RunState::AgentGone(const std::string& name) {
+  absl::MutexLock l(&mu_);
+  const absl::Time now = clock_->Now();
+  for (auto& [id, lease] : leases_) {
+    auto agent = agents_.find(lease.info.agent_id);
+    if (agent == agents_.end() || agent->second.name != name) continue;
+    if (lease.state == Lease::kActive || lease.state == Lease::kCancelled) lease.info.deadline = now;
+  }
+  for (auto& [id, a] : agents_) {
+    if (a.name == name) dismissed_.insert(id);
+  }
+  ExpireLocked();
+}
+
 void RunState::ExpireLeases() {
   absl::MutexLock l(&mu_);
   ExpireLocked();

@@ -122,6 +122,9 @@ class RunState {
 
   // Moves expired leases back to the queue. Called by the other methods too; call it periodically.
   void ExpireLeases();
+  // The agents named `name` are known to be gone (their process exited): their leases expire now rather than
+  // after the lease TTL.
+  void AgentGone(const std::string& name);
 
   bool done() const;
   // True once every registered agent has been told the run is done (so the server may stop).

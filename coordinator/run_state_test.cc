@@ -392,6 +392,19 @@ TEST_F(RunStateTest, AnAgentWhoseTestsAllFailIsDrained) {
   EXPECT_THAT(w.reason, HasSubstr("drained"));
 }
 
+TEST_F(RunStateTest, AGoneAgentsShardIsRequeuedWithoutWaitingForItsLease) {
+  Start({Stage("unit")}, 1);
+  std::string a = run_->RegisterAgent("local-1");
+  Discover(a, Ids("u.py", 2));
+  LeaseInfo la = Take(a);
+  std::string b = run_->RegisterAgent("local-2");
+  EXPECT_EQ(run_->NextWork(b).kind, Work::kWait);
+  run_->AgentGone("local-1");  // no clock advance: the process is known dead
+  LeaseInfo lb = Take(b);
+  EXPECT_EQ(lb.test_ids, la.test_ids);
+  EXPECT_THAT(run_->ReportResults(a, la.id, {}), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("expired")));
+}
+
 class MemoryJournal : public RunJournal {
  public:
   void Append(const JournalEvent& e) override { events.push_back(e); }

@@ -152,6 +152,8 @@ int RunLocal(const RunFlags& flags) {
       ProcessResult r;
       if (!exited[i] && children[i].Poll(&r)) {
         exited[i] = true;
+        // Its shard need not wait out the lease: hand it to the others now.
+        (*session)->run().AgentGone(absl::StrCat("local-", i + 1));
         if (!r.ok() && !(*session)->run().done()) {
           std::string log = absl::StrCat(so.run_dir, "/agent-", i + 1, ".log");
           std::fprintf(stderr, "\ntestshard: agent local-%zu stopped (%s); its log ends:\n%s\n", i + 1,
