@@ -255,6 +255,7 @@ void JunitStreamWriter::WriteCase(const TestCase& c) {
     buf_ += "\"";
   }
   buf_ += " time=\"" + FormatSeconds(TotalTime(c)) + "\">\n";
+  size_t no_children = buf_.size();
   const TestAttempt& r = c.result;
   switch (r.outcome) {
     case Outcome::kFailed: Problem("failure", r, false); break;
@@ -285,7 +286,12 @@ void JunitStreamWriter::WriteCase(const TestCase& c) {
     Text(r.system_err);
     buf_ += "</system-err>\n";
   }
-  buf_ += "    </testcase>\n";
+  if (buf_.size() == no_children) {
+    buf_.resize(no_children - 2);  // a passed test without output: <testcase .../>
+    buf_ += "/>\n";
+  } else {
+    buf_ += "    </testcase>\n";
+  }
   if (buf_.size() >= kFlushBytes) Flush();
 }
 

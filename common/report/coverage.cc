@@ -29,7 +29,7 @@ void MergeBranchLine(BranchLine& into, BranchLine&& from) {
     // coverage.py: a destination is missing in the merge only if every shard missed it.
     std::vector<std::string> both;
     std::set_intersection(into.missing.begin(), into.missing.end(), from.missing.begin(), from.missing.end(),
-                          std::back_inserter(both));
+                          std::back_inserter(both), BranchDestinationLess);
     into.missing = std::move(both);
     into.counted_total = std::max(into.counted_total, from.counted_total);
     into.counted_covered = into.counted_total - static_cast<uint32_t>(into.missing.size());
@@ -210,6 +210,14 @@ void MergeInto(FileCoverage& into, FileCoverage&& from) {
   into.boolean_hits = boolean;
   if (into.version.empty()) into.version = std::move(from.version);
   if (into.origin.empty()) into.origin = std::move(from.origin);
+}
+
+bool BranchDestinationLess(const std::string& a, const std::string& b) {
+  bool a_num = !a.empty() && std::all_of(a.begin(), a.end(), [](char c) { return c >= '0' && c <= '9'; });
+  bool b_num = !b.empty() && std::all_of(b.begin(), b.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (a_num != b_num) return a_num;
+  if (a_num && a.size() != b.size()) return a.size() < b.size();
+  return a < b;
 }
 
 std::string CoverageRate(uint64_t hit, uint64_t total) {

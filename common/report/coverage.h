@@ -31,7 +31,8 @@ struct BranchLine {
   uint32_t counted_total = 0;
   uint32_t counted_covered = 0;
   bool has_missing = false;
-  std::vector<std::string> missing;  // sorted
+  std::vector<std::string> missing;  // sorted by BranchDestinationLess
+
 
   uint32_t Total() const;
   uint32_t Covered() const;
@@ -81,6 +82,9 @@ absl::Status CheckCompatible(std::string_view path, const FileCoverage& into, co
 // anywhere is covered: counts summed by id, missing destinations intersected, bare counts by maximum),
 // functions united by name with hits summed. REQUIRES: CheckCompatible(...) is OK and both are Normalize()d.
 void MergeInto(FileCoverage& into, FileCoverage&& from);
+
+// Orders missing-branch destinations as coverage.py writes them: line numbers numerically, then "exit".
+bool BranchDestinationLess(const std::string& a, const std::string& b);
 
 // Cobertura's rate: "1" when the denominator is 0, else up to four significant digits (coverage.py's rule).
 std::string CoverageRate(uint64_t hit, uint64_t total);

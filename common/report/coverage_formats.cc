@@ -359,7 +359,7 @@ class CoberturaHandler : public XmlHandler {
         if (comma == std::string_view::npos) break;
         s.remove_prefix(comma + 1);
       }
-      std::sort(b.missing.begin(), b.missing.end());
+      std::sort(b.missing.begin(), b.missing.end(), BranchDestinationLess);
       b.has_missing = true;
     }
     file_->branches.push_back(std::move(b));

@@ -40,8 +40,10 @@ TEST(CoverageMergeTest, BooleanHitsAreOredLikeOneSerialRun) {
 
 TEST(CoverageMergeTest, LcovBranchesAreUnitedByIdWithDashMeaningNotEvaluated) {
   FileCoverage a, b;
-  a.branches.push_back({5, {{"0,0", -1}, {"0,1", 2}}});
-  b.branches.push_back({5, {{"0,0", 3}, {"0,1", -1}, {"1,0", 0}}});
+  a.branches.emplace_back().line = 5;
+  a.branches[0].by_id = {{"0,0", -1}, {"0,1", 2}};
+  b.branches.emplace_back().line = 5;
+  b.branches[0].by_id = {{"0,0", 3}, {"0,1", -1}, {"1,0", 0}};
   MergeInto(a, std::move(b));
   ASSERT_EQ(a.branches.size(), 1u);
   EXPECT_EQ(a.branches[0].Total(), 3u);

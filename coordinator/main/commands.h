@@ -9,6 +9,7 @@ namespace testshard {
 
 // Adds a subcommand whose body runs after parsing; `*exit_code` receives its result.
 void AddVersionCommand(CLI::App& app, int* exit_code);
+void AddMergeCommand(CLI::App& app, int* exit_code);  // merge_command.cc
 
 }  // namespace testshard
 
