@@ -1,5 +1,9 @@
 #include "common/report/junit_merger.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 
@@ -265,6 +269,37 @@ TEST_F(JunitMergerTest, WriteTwiceIsRefused) {
   std::ostringstream out;
   ASSERT_THAT(merger_->Write(out), IsOk());
   EXPECT_THAT(merger_->Write(out), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("twice")));
+}
+
+TEST(JunitMergerFilesTest, ReadingFilesConcurrentlyGivesTheSameReport) {
+  std::string dir = ::testing::TempDir() + "/junit-addfiles-" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  std::vector<JunitFileInput> inputs;
+  for (int i = 0; i < 6; ++i) {
+    std::string cases;
+    for (int k = 0; k < 300; ++k) cases += (k + i) % 17 == 0 ? Fail("t" + std::to_string(k)) : Pass("t" + std::to_string(k));
+    std::string doc = Pytest(cases);
+    if (i == 4) doc = doc.substr(0, doc.size() / 2);  // one broken input among them
+    std::string path = dir + "/in" + std::to_string(i) + ".xml";
+    std::ofstream(path) << doc;
+    inputs.push_back({path, i % 2 ? "odd" : ""});
+  }
+  inputs.push_back({dir + "/missing.xml", ""});
+  auto render = [&](int threads) {
+    auto m = JunitMerger::Create();
+    EXPECT_TRUE(m.ok());
+    std::vector<absl::Status> results = (*m)->AddFiles(inputs, threads);
+    EXPECT_EQ(results.size(), inputs.size());
+    EXPECT_FALSE(results[4].ok());
+    EXPECT_THAT(results[6], StatusIs(absl::StatusCode::kNotFound, HasSubstr("missing.xml")));
+    std::ostringstream out;
+    EXPECT_THAT((*m)->Write(out), IsOk());
+    return out.str();
+  };
+  std::string sequential = render(1);
+  EXPECT_EQ(render(3), sequential);
+  EXPECT_THAT(sequential, HasSubstr("flakyFailure"));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

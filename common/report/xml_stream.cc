@@ -90,10 +90,35 @@ bool ValidXmlSequence(const unsigned char* s, size_t len) {
   return cp != 0xFFFE && cp != 0xFFFF;
 }
 
+// Whether `data` is plain ASCII text XML accepts as is (printable, tab, newline, carriage return): the common
+// case, checked eight bytes at a time so clean input is handed to expat without a copy.
+bool CleanAscii(std::string_view data) {
+  const char* p = data.data();
+  size_t n = data.size(), i = 0;
+  constexpr uint64_t kHigh = 0x8080808080808080ULL, kSpace = 0x2020202020202020ULL;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if (w & kHigh) return false;
+    if (((w - kSpace) & ~w & kHigh) == 0) continue;  // no byte below 0x20
+    for (size_t k = i; k < i + 8; ++k) {
+      char c = p[k];
+      if (static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t' && c != '\r') return false;
+    }
+  }
+  for (; i < n; ++i) {
+    auto c = static_cast<unsigned char>(p[i]);
+    if (c >= 0x80 || (c < 0x20 && c != '\n' && c != '\t' && c != '\r')) return false;
+  }
+  return true;
+}
+
 // Streaming sanitiser: invalid UTF-8 and forbidden control characters become U+FFFD. A sequence cut by the chunk
 // boundary is held back until the next chunk (or replaced at the end of input).
 class Utf8Repair {
  public:
+  bool has_carry() const { return !carry_.empty(); }
+
   // Appends the repaired form of `carry_ + data` to `out`.
   void Process(std::string_view data, bool final, std::string* out) {
     std::string joined;
@@ -271,7 +296,7 @@ absl::Status ParseXml(std::istream& in, XmlHandler& handler, const XmlLimits& li
       first = false;
     }
     std::string_view feed = chunk;
-    if (repair_on) {
+    if (repair_on && (repair.has_carry() || !CleanAscii(chunk))) {
       repaired.clear();
       repair.Process(chunk, final, &repaired);
       feed = repaired;
