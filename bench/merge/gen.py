@@ -78,7 +78,7 @@ def coverage(out_dir, n_files, shards, lines):
         mine = sorted(rng.sample(range(n_files), n_files // 4))
         executed = {}
         for i in mine:
-            executed[i] = sorted(k for k in range(1, lines + 1) if rng.random() < 0.5)
+            executed[i] = sorted(k for k in range(1, lines + 1) if rng.random() < 0.1)
         # Cobertura, as coverage.py 6.5 writes it (line coverage).
         with open(os.path.join(out_dir, "cobertura", f"shard-{s:03d}.xml"), "w") as out:
             total = len(mine) * lines

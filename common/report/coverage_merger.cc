@@ -106,7 +106,7 @@ CoverageMerger::CoverageMerger(CoverageMergeOptions options)
     : options_(std::move(options)), root_(options_.root.empty() ? "" : NormalizePath(options_.root)) {}
 
 std::string CoverageMerger::MapPath(std::string_view raw, const RawCoverage& in, const CoverageInput& input,
-                                    CoverageFormat format, std::vector<std::string>* learned_prefixes) {
+                                    CoverageFormat format, PathCache* cache) {
   std::string p(raw);
   if (format == CoverageFormat::kCobertura && !IsAbsolute(p) && !in.sources.empty()) {
     const std::string* chosen = &in.sources[0];
@@ -125,20 +125,24 @@ std::string CoverageMerger::MapPath(std::string_view raw, const RawCoverage& in,
   std::string out;
   if (!input.strip_root.empty() && StripPrefixDir(p, NormalizePath(input.strip_root), &out)) return out;
   if (StripPrefixDir(p, root_, &out)) return out;
-  for (const std::string& prefix : *learned_prefixes) {
+  for (const std::string& prefix : cache->learned_prefixes) {
     if (StripPrefixDir(p, prefix, &out)) return out;
   }
-  if (!root_.empty()) {
-    // The agent's checkout was elsewhere: the longest suffix of the path that exists under our root wins.
+  size_t last_slash = p.rfind('/');
+  std::string dir = p.substr(0, last_slash);
+  if (!root_.empty() && !cache->unmatched_dirs.contains(dir)) {
+    // The agent's checkout was elsewhere: the longest suffix of the path that exists under our root wins, and
+    // its prefix is reused for the rest of the input. A directory that matched nothing is not searched again.
     for (size_t slash = p.find('/', 1); slash != std::string::npos; slash = p.find('/', slash + 1)) {
       std::string suffix = p.substr(slash + 1);
       if (!suffix.empty() && Exists(root_ + "/" + suffix)) {
-        learned_prefixes->push_back(p.substr(0, slash));
+        cache->learned_prefixes.push_back(p.substr(0, slash));
         return suffix;
       }
     }
+    cache->unmatched_dirs.insert(dir);
   }
-  summary_.unmapped_paths.push_back(p);
+  if (summary_.unmapped_paths.size() < 1000 && unmapped_seen_.insert(p).second) summary_.unmapped_paths.push_back(p);
   return p;
 }
 
@@ -152,9 +156,9 @@ absl::Status CoverageMerger::AddRaw(RawCoverage raw, const CoverageInput& input,
   // Map and fold this input's files first, then check every file before merging any, so a refused input leaves
   // no trace.
   CoverageData mine;
-  std::vector<std::string> learned;
+  PathCache cache;
   for (auto& [raw_path, file] : raw.files) {
-    std::string path = MapPath(raw_path, raw, input, format, &learned);
+    std::string path = MapPath(raw_path, raw, input, format, &cache);
     file.origin = input.path;
     auto [it, inserted] = mine.files.try_emplace(path);
     if (inserted) {

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "common/report/coverage.h"
 #include "common/report/coverage_formats.h"
@@ -47,7 +48,8 @@ struct CoverageInputProblem {
 struct CoverageMergeSummary {
   int64_t inputs = 0;
   std::vector<CoverageInputProblem> problems;
-  std::vector<std::string> unmapped_paths;  // absolute paths no root could make relative (kept as they are)
+  std::vector<std::string> unmapped_paths;  // absolute paths no root could make relative (kept as they are;
+                                            // the first 1000 distinct ones listed)
 };
 
 // Accumulates inputs in memory (about 50 bytes per instrumented line of the project, not per input).
@@ -87,14 +89,20 @@ class CoverageMerger {
   absl::Status WriteCoberturaFile(const std::string& path) const;
 
  private:
+  // What path mapping learnt about one input.
+  struct PathCache {
+    std::vector<std::string> learned_prefixes;
+    absl::flat_hash_set<std::string> unmatched_dirs;
+  };
   std::string MapPath(std::string_view raw, const RawCoverage& in, const CoverageInput& input, CoverageFormat format,
-                      std::vector<std::string>* learned_prefixes);
+                      PathCache* cache);
 
   CoverageMergeOptions options_;
   std::string root_;  // normalised options_.root
   CoverageData data_;
   std::string revision_, revision_origin_;
   CoverageMergeSummary summary_;
+  absl::flat_hash_set<std::string> unmapped_seen_;
 };
 
 // Lexical normalisation: '\' to '/', duplicate separators, "." and ".." resolved ("a/./b/../c" -> "a/c").

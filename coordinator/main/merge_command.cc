@@ -171,9 +171,14 @@ int RunMerge(const MergeFlags& flags) {
                  static_cast<unsigned long long>(t.lines_valid), static_cast<unsigned long long>(t.branches_covered),
                  static_cast<unsigned long long>(t.branches_valid), static_cast<long long>(coverage_inputs));
   }
-  for (const std::string& p : coverage.summary().unmapped_paths) {
+  const std::vector<std::string>& unmapped = coverage.summary().unmapped_paths;
+  for (size_t i = 0; i < unmapped.size() && i < 5; ++i) {
     std::fprintf(stderr, "testshard merge: warning: %s is under no known root; kept as an absolute path "
-                 "(use --root or --input-root)\n", p.c_str());
+                 "(use --root or --input-root)\n", unmapped[i].c_str());
+  }
+  if (unmapped.size() > 5) {
+    std::fprintf(stderr, "testshard merge: warning: and %zu%s more such paths\n", unmapped.size() - 5,
+                 unmapped.size() >= 1000 ? " or" : "");
   }
   return exit_code;
 }
