@@ -97,7 +97,7 @@ void FileCoverage::Normalize() {
     if (!folded.empty() && folded.back().line == l.line) {
       LineCoverage& f = folded.back();
       f.hits = boolean_hits ? std::max(f.hits, l.hits) : SaturatingAdd(f.hits, l.hits);
-      if (f.checksum.empty()) f.checksum = std::move(l.checksum);
+      if (f.checksum.empty()) f.checksum = l.checksum;
     } else {
       folded.push_back(std::move(l));
     }
@@ -155,7 +155,8 @@ absl::Status CheckCompatible(std::string_view path, const FileCoverage& into, co
     const LineCoverage& b = from.lines[j];
     if (a.line == b.line) {
       if (!a.checksum.empty() && !b.checksum.empty() && a.checksum != b.checksum) {
-        return refuse(absl::StrFormat("line %d checksum %s vs %s", a.line, a.checksum, b.checksum));
+        return refuse(absl::StrFormat("line %d checksum %s vs %s", a.line, std::string(a.checksum.view()),
+                                      std::string(b.checksum.view())));
       }
       ++i;
       ++j;
@@ -195,7 +196,7 @@ void MergeInto(FileCoverage& into, FileCoverage&& from) {
   if (into.lines.empty() && into.branches.empty() && into.functions.empty()) boolean = from.boolean_hits;
   MergeSorted(into.lines, std::move(from.lines), [boolean](LineCoverage& a, LineCoverage&& b) {
     a.hits = boolean ? std::max(a.hits, b.hits) : SaturatingAdd(a.hits, b.hits);
-    if (a.checksum.empty()) a.checksum = std::move(b.checksum);
+    if (a.checksum.empty()) a.checksum = b.checksum;
   });
   MergeSorted(into.branches, std::move(from.branches),
               [](BranchLine& a, BranchLine&& b) { MergeBranchLine(a, std::move(b)); });

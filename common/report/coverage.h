@@ -3,7 +3,10 @@
 #ifndef TESTSHARD_COMMON_REPORT_COVERAGE_H_
 #define TESTSHARD_COMMON_REPORT_COVERAGE_H_
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <ostream>
 #include <map>
 #include <string>
 #include <string_view>
@@ -14,11 +17,33 @@
 
 namespace testshard::report {
 
+// An lcov DA checksum (base64 MD5, as geninfo and coverage.py write it), kept inline: a project has millions of
+// lines and an allocation for each made merging allocation-bound. Checksums longer than 31 characters (no known
+// producer writes one) are kept, compared and written as their first 31.
+class LineChecksum {
+ public:
+  LineChecksum() = default;
+  LineChecksum(std::string_view text) { assign(text); }  // NOLINT: reads like the string it holds
+  void assign(std::string_view text) {
+    size_ = static_cast<uint8_t>(std::min(text.size(), sizeof data_));
+    std::memcpy(data_, text.data(), size_);
+  }
+  bool empty() const { return size_ == 0; }
+  std::string_view view() const { return std::string_view(data_, size_); }
+  friend bool operator==(const LineChecksum& a, const LineChecksum& b) { return a.view() == b.view(); }
+  friend bool operator==(const LineChecksum& a, std::string_view b) { return a.view() == b; }
+  friend std::ostream& operator<<(std::ostream& os, const LineChecksum& c) { return os << c.view(); }
+
+ private:
+  char data_[31] = {};
+  uint8_t size_ = 0;
+};
+
 // One instrumented line.
 struct LineCoverage {
   uint32_t line = 0;
   uint64_t hits = 0;
-  std::string checksum;  // lcov DA checksum (MD5, base64), when the producer wrote one
+  LineChecksum checksum;  // when the producer wrote one
 };
 
 // The branches recorded at one line. Producers identify branches differently, so both forms are kept:

@@ -143,7 +143,7 @@ class LcovParser {
         !ParseHits(v.substr(c1 + 1, c2 == std::string_view::npos ? std::string_view::npos : c2 - c1 - 1), &l.hits)) {
       return Bad("malformed DA");
     }
-    if (c2 != std::string_view::npos) l.checksum = std::string(v.substr(c2 + 1));
+    if (c2 != std::string_view::npos) l.checksum.assign(v.substr(c2 + 1));
     file_.lines.push_back(std::move(l));
   }
 
@@ -290,6 +290,8 @@ class CoberturaHandler : public XmlHandler {
       in_source_ = false;
       out_->sources.push_back(std::string(ToStd(absl::StripAsciiWhitespace(ToAbsl(source_)))));
     } else if (name == "class" && file_) {
+      file_->lines.assign(lines_.begin(), lines_.end());  // one allocation of the right size
+      lines_.clear();
       file_->Normalize();
       file_ = nullptr;
     } else if (name == "method") {
@@ -319,8 +321,16 @@ class CoberturaHandler : public XmlHandler {
   void Line(const char** attributes) {
     uint32_t number;
     uint64_t hits = 0;
-    const char* n = Attr(attributes, "number");
-    const char* h = Attr(attributes, "hits");
+    // One pass over the attributes: there are millions of <line>s.
+    const char *n = nullptr, *h = nullptr, *branch = nullptr, *cc = nullptr, *mb = nullptr;
+    for (const char** a = attributes; *a; a += 2) {
+      const char* k = a[0];
+      if (k[0] == 'n' && std::strcmp(k, "number") == 0) n = a[1];
+      else if (k[0] == 'h' && std::strcmp(k, "hits") == 0) h = a[1];
+      else if (k[0] == 'b' && std::strcmp(k, "branch") == 0) branch = a[1];
+      else if (k[0] == 'c' && std::strcmp(k, "condition-coverage") == 0) cc = a[1];
+      else if (k[0] == 'm' && std::strcmp(k, "missing-branches") == 0) mb = a[1];
+    }
     if (n == nullptr || !ParseNumber(std::string_view(n), &number) || (h && !ParseHits(h, &hits))) {
       stop_status = absl::InvalidArgumentError("<line> with a missing or malformed number or hits");
       return;
@@ -334,12 +344,11 @@ class CoberturaHandler : public XmlHandler {
       }
       return;
     }
-    file_->lines.push_back({number, hits, {}});
-    const char* branch = Attr(attributes, "branch");
+    lines_.push_back({number, hits, {}});
     if (branch == nullptr || std::strcmp(branch, "true") != 0) return;
     BranchLine b;
     b.line = number;
-    if (const char* cc = Attr(attributes, "condition-coverage")) {
+    if (cc != nullptr) {
       // "50% (1/2)"
       std::string_view s(cc);
       size_t open = s.find('('), slash = s.find('/'), close = s.find(')');
@@ -351,7 +360,7 @@ class CoberturaHandler : public XmlHandler {
     if (b.counted_covered > b.counted_total) b.counted_covered = b.counted_total;
     // coverage.py lists the destinations it did not take; no attribute there means none were missed.
     b.has_missing = boolean_;
-    if (const char* mb = Attr(attributes, "missing-branches")) {
+    if (mb != nullptr) {
       std::string_view s(mb);
       while (!s.empty()) {
         size_t comma = s.find(',');
@@ -367,6 +376,7 @@ class CoberturaHandler : public XmlHandler {
 
   std::string name_;
   RawCoverage* out_;
+  std::vector<LineCoverage> lines_;  // of the class being read
   size_t depth_ = 0;
   bool boolean_ = false;
   bool in_source_ = false;
@@ -536,7 +546,7 @@ absl::Status WriteLcov(const CoverageData& data, std::ostream& out) {
       AppendNumber(&s, l.hits);
       if (!l.checksum.empty()) {
         s += ',';
-        s += l.checksum;
+        s += l.checksum.view();
       }
       s += '\n';
       lh += l.hits > 0;

@@ -97,8 +97,8 @@ TEST(CoverageMergeTest, FunctionsAreUnitedByName) {
 TEST(CoverageCompatibilityTest, ChecksumMismatchIsRefused) {
   FileCoverage a = Lines({{1, 1}}, false, "shard0.info");
   FileCoverage b = Lines({{1, 1}}, false, "shard1.info");
-  a.lines[0].checksum = "abc";
-  b.lines[0].checksum = "xyz";
+  a.lines[0].checksum.assign("abc");
+  b.lines[0].checksum.assign("xyz");
   EXPECT_THAT(CheckCompatible("src/a.c", a, b),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        AllOf(HasSubstr("src/a.c"), HasSubstr("shard0.info"), HasSubstr("shard1.info"),
