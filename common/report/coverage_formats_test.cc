@@ -206,6 +206,20 @@ TEST(CoberturaReaderTest, TruncatedReportDropsTheOpenClass) {
   EXPECT_TRUE(raw.files.empty());
 }
 
+TEST(CoberturaReaderTest, HostileReportsAreRefusedWithoutLoadingAnything) {
+  absl::Status s;
+  ReadC(R"(<!DOCTYPE c [<!ENTITY a "aaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><coverage><sources>)"
+        R"(<source>&b;</source></sources></coverage>)",
+        &s);
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument, AllOf(HasSubstr("in.xml"), HasSubstr("entity"))));
+  RawCoverage raw = ReadC(R"(<!DOCTYPE c [<!ENTITY x SYSTEM "file:///etc/passwd">]><coverage/>)", &s);
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("entity")));
+  std::string deep = "<coverage>";
+  for (int i = 0; i < 1000; ++i) deep += "<packages>";
+  ReadC(deep, &s);
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("nested")));
+}
+
 TEST(CoberturaReaderTest, OtherRootIsRefused) {
   absl::Status s;
   ReadC("<testsuites/>", &s);
