@@ -90,7 +90,13 @@ uint32_t BranchLine::Covered() const {
 
 void FileCoverage::Normalize() {
   auto by_line = [](const auto& a, const auto& b) { return a.line < b.line; };
+  auto same_line = [](const auto& a, const auto& b) { return a.line == b.line; };
   if (!std::is_sorted(lines.begin(), lines.end(), by_line)) std::stable_sort(lines.begin(), lines.end(), by_line);
+  if (std::adjacent_find(lines.begin(), lines.end(), same_line) == lines.end() &&
+      std::is_sorted(branches.begin(), branches.end(), by_line) &&
+      std::adjacent_find(branches.begin(), branches.end(), same_line) == branches.end()) {
+    return;  // the usual case: already sorted, nothing to fold
+  }
   std::vector<LineCoverage> folded;
   folded.reserve(lines.size());
   for (LineCoverage& l : lines) {

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 
 namespace testshard::report {
@@ -84,9 +85,10 @@ struct FileCoverage {
   void Normalize();
 };
 
-// Coverage of a whole project, keyed by project-relative path.
+// Coverage of a whole project, keyed by project-relative path. A B-tree: sorted like std::map for the writers,
+// faster to search. Inserting moves values: hold no pointers into it across an insert.
 struct CoverageData {
-  std::map<std::string, FileCoverage> files;
+  absl::btree_map<std::string, FileCoverage> files;
 };
 
 // Totals computed bottom-up from detail, never taken from an input.

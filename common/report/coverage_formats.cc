@@ -250,7 +250,9 @@ const char* Attr(const char** attributes, const char* name) {
 
 class CoberturaHandler : public XmlHandler {
  public:
-  CoberturaHandler(std::string_view input_name, RawCoverage* out) : name_(input_name), out_(out) {}
+  CoberturaHandler(std::string_view input_name, RawCoverage* out) : name_(input_name), out_(out) {
+    want_text = false;  // only <source> has text worth reading
+  }
 
   void StartElement(std::string_view name, const char** attributes) override {
     ++depth_;
@@ -261,6 +263,7 @@ class CoberturaHandler : public XmlHandler {
     }
     if (name == "source") {
       in_source_ = true;
+      want_text = true;
       source_.clear();
     } else if (name == "class") {
       const char* filename = Attr(attributes, "filename");
@@ -288,6 +291,7 @@ class CoberturaHandler : public XmlHandler {
     --depth_;
     if (name == "source") {
       in_source_ = false;
+      want_text = false;
       out_->sources.push_back(std::string(ToStd(absl::StripAsciiWhitespace(ToAbsl(source_)))));
     } else if (name == "class" && file_) {
       file_->lines.assign(lines_.begin(), lines_.end());  // one allocation of the right size

@@ -167,18 +167,21 @@ absl::Status CoverageMerger::AddRaw(RawCoverage raw, const CoverageInput& input,
       MergeInto(it->second, std::move(file));
     }
   }
-  for (const auto& [path, file] : mine.files) {
-    auto it = data_.files.find(path);
-    if (it != data_.files.end()) TS_RETURN_IF_ERROR(CheckCompatible(path, it->second, file));
-  }
+  // One lookup per file: check against what is there, then merge into it, and only then insert the new files
+  // (an insert would invalidate the pointers held).
+  std::vector<std::pair<FileCoverage*, FileCoverage*>> existing;
+  std::vector<std::pair<const std::string*, FileCoverage*>> fresh;
   for (auto& [path, file] : mine.files) {
-    auto [it, inserted] = data_.files.try_emplace(path);
-    if (inserted) {
-      it->second = std::move(file);
-    } else {
-      MergeInto(it->second, std::move(file));
+    auto it = data_.files.find(path);
+    if (it == data_.files.end()) {
+      fresh.emplace_back(&path, &file);
+      continue;
     }
+    TS_RETURN_IF_ERROR(CheckCompatible(path, it->second, file));
+    existing.emplace_back(&it->second, &file);
   }
+  for (auto& [into, from] : existing) MergeInto(*into, std::move(*from));
+  for (auto& [path, file] : fresh) data_.files.try_emplace(*path, std::move(*file));
   if (!revision.empty() && revision_.empty()) {
     revision_ = revision;
     revision_origin_ = input.path;

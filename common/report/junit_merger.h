@@ -107,10 +107,6 @@ class JunitMerger {
   struct Key {
     uint64_t a, b;
     bool operator==(const Key& o) const { return a == o.a && b == o.b; }
-    template <typename H>
-    friend H AbslHashValue(H h, const Key& k) {
-      return H::combine(std::move(h), k.a, k.b);
-    }
   };
   struct Record;
   struct Test;

@@ -60,6 +60,15 @@ class JunitHandler : public XmlHandler {
         rerun_err_(options.max_text_bytes) {}
 
   void StartElement(std::string_view name, const char** attributes) override {
+    Start(name, attributes);
+    want_text = field_ != Field::kNone;
+  }
+  void EndElement(std::string_view name) override {
+    End(name);
+    want_text = field_ != Field::kNone;
+  }
+
+  void Start(std::string_view name, const char** attributes) {
     ++depth_;
     if (depth_ == 1) {
       if (name != "testsuites" && name != "testsuite") {
@@ -94,7 +103,7 @@ class JunitHandler : public XmlHandler {
     }
   }
 
-  void EndElement(std::string_view name) override {
+  void End(std::string_view name) {
     --depth_;
     if (in_case_) {
       if (depth_ == case_depth_ - 1) {

@@ -194,16 +194,29 @@ struct ParseState {
   XmlHandler* handler = nullptr;
   const XmlLimits* limits = nullptr;
   size_t depth = 0;
+  bool text_on = true;
   absl::Status own_error;  // a hardening rule that stopped the parse
 
-  void StopIfHandlerAsked() {
-    if (!handler->stop_status.ok()) XML_StopParser(parser, XML_FALSE);
-  }
+  void StopIfHandlerAsked();
+  void SyncTextHandler();
   void Refuse(absl::Status status) {
     if (own_error.ok()) own_error = std::move(status);
     XML_StopParser(parser, XML_FALSE);
   }
 };
+
+void OnText(void* data, const XML_Char* text, int len);
+
+void ParseState::StopIfHandlerAsked() {
+  if (!handler->stop_status.ok()) XML_StopParser(parser, XML_FALSE);
+}
+
+void ParseState::SyncTextHandler() {
+  if (handler->want_text != text_on) {
+    text_on = handler->want_text;
+    XML_SetCharacterDataHandler(parser, text_on ? OnText : nullptr);
+  }
+}
 
 void OnStart(void* data, const XML_Char* name, const XML_Char** attributes) {
   auto* st = static_cast<ParseState*>(data);
@@ -214,6 +227,7 @@ void OnStart(void* data, const XML_Char* name, const XML_Char** attributes) {
   }
   st->handler->StartElement(name, attributes);
   st->StopIfHandlerAsked();
+  st->SyncTextHandler();
 }
 
 void OnEnd(void* data, const XML_Char* name) {
@@ -221,6 +235,7 @@ void OnEnd(void* data, const XML_Char* name) {
   --st->depth;
   st->handler->EndElement(name);
   st->StopIfHandlerAsked();
+  st->SyncTextHandler();
 }
 
 void OnText(void* data, const XML_Char* text, int len) {
@@ -272,36 +287,43 @@ absl::Status ParseXml(std::istream& in, XmlHandler& handler, const XmlLimits& li
   st.limits = &limits;
   XML_SetUserData(parser.get(), &st);
   XML_SetElementHandler(parser.get(), OnStart, OnEnd);
-  XML_SetCharacterDataHandler(parser.get(), OnText);
+  st.text_on = handler.want_text;
+  XML_SetCharacterDataHandler(parser.get(), st.text_on ? OnText : nullptr);
   XML_SetCommentHandler(parser.get(), OnComment);
   XML_SetEntityDeclHandler(parser.get(), OnEntityDecl);
   XML_SetExternalEntityRefHandler(parser.get(), OnExternalEntity);
   XML_SetParamEntityParsing(parser.get(), XML_PARAM_ENTITY_PARSING_NEVER);
 
-  std::string raw(limits.chunk_bytes, '\0');
+  // Input is read straight into expat's buffer; only a chunk that needs repair is copied.
   std::string repaired;
   Utf8Repair repair;
   bool first = true, repair_on = true;
   uint64_t total = 0;
   XML_Status status = XML_STATUS_OK;
+  const int chunk_bytes = static_cast<int>(limits.chunk_bytes);
   while (true) {
-    in.read(raw.data(), static_cast<std::streamsize>(raw.size()));
+    char* buf = static_cast<char*>(XML_GetBuffer(parser.get(), chunk_bytes));
+    if (buf == nullptr) {
+      status = XML_STATUS_ERROR;
+      break;
+    }
+    in.read(buf, chunk_bytes);
     size_t got = static_cast<size_t>(in.gcount());
-    bool final = got < raw.size();
+    bool final = got < static_cast<size_t>(chunk_bytes);
     if (in.bad()) return absl::DataLossError(absl::StrFormat("read error after %d bytes", total));
     total += got;
-    std::string_view chunk(raw.data(), got);
+    std::string_view chunk(buf, got);
     if (first) {
       repair_on = LooksUtf8(chunk);
       first = false;
     }
-    std::string_view feed = chunk;
     if (repair_on && (repair.has_carry() || !CleanAscii(chunk))) {
       repaired.clear();
       repair.Process(chunk, final, &repaired);
-      feed = repaired;
+      status = XML_Parse(parser.get(), repaired.data(), static_cast<int>(repaired.size()), final ? XML_TRUE : XML_FALSE);
+    } else {
+      status = XML_ParseBuffer(parser.get(), static_cast<int>(got), final ? XML_TRUE : XML_FALSE);
     }
-    status = XML_Parse(parser.get(), feed.data(), static_cast<int>(feed.size()), final ? XML_TRUE : XML_FALSE);
     if (status != XML_STATUS_OK || final) break;
   }
 

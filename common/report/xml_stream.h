@@ -35,6 +35,9 @@ class XmlHandler {
   virtual void Comment(std::string_view text) {}
   // Set by the handler to stop the parse with an error of its own (e.g. "not a JUnit file").
   absl::Status stop_status;
+  // Whether Text() is wanted from here on; a handler that clears it between elements it reads text of spares the
+  // parser millions of whitespace callbacks. Looked at after every StartElement and EndElement.
+  bool want_text = true;
 };
 
 // Where a parse stopped, for messages.
