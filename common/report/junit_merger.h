@@ -126,6 +126,7 @@ class JunitMerger {
   absl::Status FinishInput(uint32_t input, std::string_view input_name, std::string_view stage,
                            const absl::Status& status, const JunitReadStats& stats);
   TestCase Load(uint32_t record) const;
+  void LoadInto(uint32_t record, TestCase* c) const;
   TestCase Combine(const Test& t) const;
 
   JunitMergeOptions options_;
@@ -140,6 +141,7 @@ class JunitMerger {
   uint32_t next_input_ = 0;
   bool written_ = false;
   JunitMergeSummary summary_;
+  mutable std::string load_buffer_;
 };
 
 }  // namespace testshard::report

@@ -169,11 +169,21 @@ class JunitHandler : public XmlHandler {
   void StartCase(const char** attributes) {
     in_case_ = true;
     case_depth_ = depth_;
-    case_ = TestCase();
-    case_.name = AttrOr(attributes, "name");
+    // Reset in place: the strings keep their capacity from the last case (the sink only reads it).
+    case_.id.clear();
+    const char* name = Attr(attributes, "name");
+    case_.name.assign(name ? name : "");
     const char* classname = Attr(attributes, "classname");
-    case_.classname = classname ? classname : CurrentSuite();
-    case_.file = AttrOr(attributes, "file");
+    if (classname) {
+      case_.classname.assign(classname);
+    } else {
+      case_.classname = CurrentSuite();
+    }
+    const char* file = Attr(attributes, "file");
+    case_.file.assign(file ? file : "");
+    case_.reruns.clear();
+    case_.result.message.clear();
+    case_.result.type.clear();
     case_.result.outcome = Outcome::kPassed;
     case_.result.time_s = ParseSeconds(Attr(attributes, "time"));
     // GoogleTest: status="notrun" result="suppressed" (disabled); ctest: status="disabled". Neither has a child.
@@ -261,9 +271,9 @@ class JunitHandler : public XmlHandler {
 
   void FlushResultText() {
     TestAttempt& r = case_.result;
-    r.details = details_.Take();
-    r.system_out = out_.Take();
-    r.system_err = err_.Take();
+    details_.TakeInto(&r.details);
+    out_.TakeInto(&r.system_out);
+    err_.TakeInto(&r.system_err);
     for (const std::string& m : extra_messages_) {
       if (m != r.message) r.details += (r.details.empty() ? "" : "\n") + m;
     }
@@ -319,6 +329,18 @@ void CappedText::Append(std::string_view piece) {
   tail_.append(piece);
   // Amortised: let the tail grow to twice what is kept before cutting it back.
   if (tail_.size() > 2 * half_ + 4096) tail_.erase(0, tail_.size() - half_ - 4);
+}
+
+void CappedText::TakeInto(std::string* out) {
+  if (total_ == head_.size() + tail_.size()) {
+    out->assign(head_);
+    out->append(tail_);
+    total_ = 0;
+    head_.clear();
+    tail_.clear();
+    return;
+  }
+  *out = Take();
 }
 
 std::string CappedText::Take() {
