@@ -110,11 +110,37 @@ bool CleanAscii(std::string_view data) {
     auto c = static_cast<unsigned char>(p[i]);
     if (c >= 0x80 || (c < 0x20 && c != '\n' && c != '\t' && c != '\r')) return false;
   }
-  return true;
+  // Character references are checked by the slow path (a "&" at the end may start one in the next chunk).
+  return memmem(p, n, "&#", 2) == nullptr && (n == 0 || p[n - 1] != '&');
 }
 
-// Streaming sanitiser: invalid UTF-8 and forbidden control characters become U+FFFD. A sequence cut by the chunk
-// boundary is held back until the next chunk (or replaced at the end of input).
+bool XmlCharAllowed(uint64_t cp) {
+  return cp == 0x9 || cp == 0xA || cp == 0xD || (cp >= 0x20 && cp <= 0xD7FF) || (cp >= 0xE000 && cp <= 0xFFFD) ||
+         (cp >= 0x10000 && cp <= 0x10FFFF);
+}
+
+// The code point of the character reference "&#...;" at data[i..end), or -1 when it is not one.
+int64_t CharReference(std::string_view ref) {
+  std::string_view digits = ref.substr(2, ref.size() - 3);
+  int base = 10;
+  if (!digits.empty() && digits[0] == 'x') {
+    base = 16;
+    digits.remove_prefix(1);
+  }
+  if (digits.empty() || digits.size() > 8) return -1;
+  int64_t v = 0;
+  for (char c : digits) {
+    int d = c >= '0' && c <= '9' ? c - '0' : base == 16 && c >= 'a' && c <= 'f' ? c - 'a' + 10
+            : base == 16 && c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (d < 0) return -1;
+    v = v * base + d;
+  }
+  return v;
+}
+
+// Streaming sanitiser: invalid UTF-8, forbidden control characters and character references to them ("&#27;", as
+// Surefire writes for ANSI colour codes) become U+FFFD. A sequence cut by the chunk boundary is held back until the
+// next chunk (or replaced at the end of input).
 class Utf8Repair {
  public:
   bool has_carry() const { return !carry_.empty(); }
@@ -132,8 +158,40 @@ class Utf8Repair {
     out->reserve(out->size() + n + 16);
     while (i < n) {
       unsigned char c = s[i];
-      if ((c >= 0x20 && c < 0x80) || c == '\n' || c == '\t' || c == '\r') {
+      if ((c >= 0x20 && c < 0x80 && c != '&') || c == '\n' || c == '\t' || c == '\r') {
         ++i;
+        continue;
+      }
+      if (c == '&') {
+        if (i + 1 >= n) {
+          if (final) break;
+          out->append(data.data() + run, i - run);
+          carry_.assign(data.substr(i));
+          return;
+        }
+        if (s[i + 1] != '#') {
+          ++i;
+          continue;
+        }
+        size_t end = i + 2, limit = std::min(n, i + 14);
+        while (end < limit && s[end] != ';') ++end;
+        if (end == limit) {
+          if (limit == n && !final) {
+            out->append(data.data() + run, i - run);
+            carry_.assign(data.substr(i));
+            return;
+          }
+          ++i;  // not a reference expat accepts either: it reports it
+          continue;
+        }
+        int64_t cp = CharReference(data.substr(i, end + 1 - i));
+        if (cp >= 0 && !XmlCharAllowed(static_cast<uint64_t>(cp))) {
+          out->append(data.data() + run, i - run);
+          out->append("&#xFFFD;");
+          run = i = end + 1;
+        } else {
+          i = end + 1;
+        }
         continue;
       }
       out->append(data.data() + run, i - run);

@@ -125,6 +125,23 @@ TEST(XmlStreamTest, InvalidUtf8AndControlCharactersAreReplaced) {
   EXPECT_EQ(r.seen, "<a>bad\xEF\xBF\xBD\xEF\xBF\xBD byte \xEF\xBF\xBD ctl \xc3\xa9</a>");
 }
 
+TEST(XmlStreamTest, ReferencesToForbiddenCharactersAreReplaced) {
+  // Surefire writes ANSI colour codes as "&#27;"; XML 1.0 forbids them and expat would reject the whole file.
+  Recorder r;
+  EXPECT_THAT(Parse("<a m=\"&#x1b;x\">c&#27;[0m &#65;&#x42;&amp;&#0;</a>", &r), IsOk());
+  EXPECT_EQ(r.seen, "<a m=\xEF\xBF\xBDx>c\xEF\xBF\xBD[0m AB&\xEF\xBF\xBD</a>");
+}
+
+TEST(XmlStreamTest, ReferenceSplitAcrossChunksIsRepaired) {
+  for (size_t chunk = 3; chunk < 12; ++chunk) {
+    Recorder r;
+    XmlLimits limits;
+    limits.chunk_bytes = chunk;
+    EXPECT_THAT(Parse("<a>xy&#27;z&amp;&#66;</a>", &r, limits), IsOk()) << chunk;
+    EXPECT_EQ(r.seen, "<a>xy\xEF\xBF\xBDz&B</a>") << chunk;
+  }
+}
+
 TEST(XmlStreamTest, MultibyteCharacterSplitAcrossChunksIsKept) {
   std::string text;
   for (int i = 0; i < 50; ++i) text += "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";  // é € 😀
