@@ -1,5 +1,6 @@
 #include "common/report/junit_reader.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -31,14 +32,23 @@ std::string AttrOr(const char** attributes, const char* name, std::string_view f
 // JUnit times are seconds; Surefire allows thousands separators ("1,234.5"). Garbage and negatives read as 0.
 double ParseSeconds(const char* text) {
   if (text == nullptr) return 0;
-  std::string s;
-  for (const char* p = text; *p; ++p) {
-    if (*p != ',') s.push_back(*p);
+  std::string_view t(text);
+  std::string without_commas;
+  if (t.find(',') != std::string_view::npos) {
+    for (char c : t) {
+      if (c != ',') without_commas.push_back(c);
+    }
+    t = without_commas;
   }
-  char* end = nullptr;
-  double v = std::strtod(s.c_str(), &end);
-  if (end == s.c_str() || !std::isfinite(v) || v < 0) return 0;
+  double v = 0;
+  auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+  if (ec != std::errc() || !std::isfinite(v) || v < 0) return 0;
   return v;
+}
+
+bool AttrIs(const char** attributes, const char* name, const char* value) {
+  const char* v = Attr(attributes, name);
+  return v != nullptr && std::strcmp(v, value) == 0;
 }
 
 // What text currently being read belongs to.
@@ -187,8 +197,8 @@ class JunitHandler : public XmlHandler {
     case_.result.outcome = Outcome::kPassed;
     case_.result.time_s = ParseSeconds(Attr(attributes, "time"));
     // GoogleTest: status="notrun" result="suppressed" (disabled); ctest: status="disabled". Neither has a child.
-    std::string status = AttrOr(attributes, "status"), result = AttrOr(attributes, "result");
-    disabled_ = status == "notrun" || status == "disabled" || result == "suppressed";
+    disabled_ = AttrIs(attributes, "status", "notrun") || AttrIs(attributes, "status", "disabled") ||
+                AttrIs(attributes, "result", "suppressed");
     has_result_child_ = false;
   }
 
