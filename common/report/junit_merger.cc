@@ -652,9 +652,6 @@ absl::Status JunitMerger::Write(std::ostream& out) {
   written_ = true;
   TS_RETURN_IF_ERROR(spool_->status());
 
-  // Pass 1, in memory: each test's final outcome, total time and output suite, exactly as Combine will build
-  // the case, so the counts written up front agree with the cases written after.
-  // Group the records of each test: sort the keys (ties in arrival order), then order tests by first appearance.
   // Chain the records of each test: sort the keys (arrival order kept among equal ones), link each run through
   // next_, and mark its first record. Everything after walks records in arrival order, which is also the order
   // of the spool, so memory and spool are read front to back.
@@ -683,6 +680,8 @@ absl::Status JunitMerger::Write(std::ostream& out) {
     if (head[r]) tests.push_back({r});
   }
 
+  // Pass 1, in memory: each test's final outcome, total time and output suite, exactly as Combine will build
+  // the case, so the counts written up front agree with the cases written after.
   size_t n_suites = suite_names_.size();
   std::vector<std::vector<uint32_t>> members(n_suites);
   std::vector<JunitCounts> counts(n_suites);
