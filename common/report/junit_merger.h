@@ -59,7 +59,7 @@ struct JunitMergeSummary {
 // (when the last passed) or <rerunFailure> children. Several records of one test within one input (pytest writes
 // a second <testcase> for a teardown error) are one attempt with the most severe outcome.
 //
-// Memory: test cases are spooled to an unlinked temporary file as they are read; memory holds about 80 bytes per
+// Memory: test cases are spooled to an unlinked temporary file as they are read; memory holds about 100 bytes per
 // test case read (a 128-bit key hash, offsets, outcome and times), never the text of results, so a gigabyte of
 // captured output merges in the same memory as a kilobyte. Counts and times are recomputed from the cases.
 //
