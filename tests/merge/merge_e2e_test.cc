@@ -262,14 +262,14 @@ def test_errors(broken):
 
 // Writes the Python project into `root` and runs pytest there on `tests`.
 int RunPytest(const std::string& root, const std::vector<std::string>& tests, const std::string& log,
-              const std::string& out_prefix) {
+              const std::string& out_prefix, const std::string& junit_family = "xunit2") {
   WriteFile(fs::path(root) / "mypkg/__init__.py", "");
   WriteFile(fs::path(root) / "mypkg/calc.py", kCalc);
   WriteFile(fs::path(root) / "mypkg/text.py", kText);
   WriteFile(fs::path(root) / "tests/test_calc.py", kTestCalc);
   WriteFile(fs::path(root) / "tests/test_text.py", kTestText);
   std::vector<std::string> argv = {"/usr/bin/python3", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                   "-o", "junit_logging=all",
+                                   "-o", "junit_logging=all", "-o", "junit_family=" + junit_family,
                                    "--junitxml=" + out_prefix + ".junit.xml", "--cov=mypkg", "--cov-branch",
                                    "--cov-report=xml:" + out_prefix + ".cobertura.xml",
                                    "--cov-report=lcov:" + out_prefix + ".info"};
@@ -278,8 +278,8 @@ int RunPytest(const std::string& root, const std::vector<std::string>& tests, co
 }
 
 TEST_F(MergeE2eTest, PytestShardsFromTwoDirectoriesEqualOneSerialRun) {
-  // Two agents, each in its own checkout; one serial run for reference.
-  ASSERT_EQ(RunPytest(P("agent-a/ws"), {"tests/test_calc.py"}, log_, P("a")), 1);
+  // Two agents, each in its own checkout (one writing pytest's xunit1 dialect); one serial run for reference.
+  ASSERT_EQ(RunPytest(P("agent-a/ws"), {"tests/test_calc.py"}, log_, P("a"), "xunit1"), 1);
   ASSERT_EQ(RunPytest(P("agent-b/checkout"), {"tests/test_text.py"}, log_, P("b")), 1);
   ASSERT_EQ(RunPytest(P("serial"), {"tests"}, log_, P("s")), 1);
 
@@ -308,6 +308,7 @@ TEST_F(MergeE2eTest, PytestShardsFromTwoDirectoriesEqualOneSerialRun) {
   EXPECT_EQ(merged.errors, ssuite.attribute("errors").as_int());
   EXPECT_EQ(merged.skipped, ssuite.attribute("skipped").as_int());
   EXPECT_EQ(merged.outcomes["tests.test_text::test_errors"], "error");
+  EXPECT_THAT(merged.text, HasSubstr("file=\"tests/test_calc.py\""));  // xunit1's extra attribute is kept
   EXPECT_THAT(merged.text, HasSubstr("captured &lt;&amp;&gt; output"));
   // Times always carry a decimal point.
   EXPECT_THAT(merged.text, Not(testing::ContainsRegex("time=\"[0-9]+\"")));
