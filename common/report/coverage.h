@@ -1,5 +1,5 @@
 // The in-memory coverage model every coverage format is read into and written from, and the rules for merging
-// two measurements of the same source file (formats.md §2.6).
+// two measurements of the same source file (formats.md §2.6). Plain values: no internal synchronisation.
 #ifndef TESTSHARD_COMMON_REPORT_COVERAGE_H_
 #define TESTSHARD_COMMON_REPORT_COVERAGE_H_
 

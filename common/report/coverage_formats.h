@@ -17,6 +17,8 @@
 
 namespace testshard::report {
 
+// The readers and writers keep no state between calls: thread-safe.
+
 // One input as read: file paths exactly as the producer wrote them (mapping them to the project is the
 // merger's job, because it needs the input's roots).
 struct RawCoverage {

@@ -49,10 +49,11 @@ struct JunitReadStats {
 // Returns OK for a complete document. Otherwise the parse problem (see ParseXml), prefixed with
 // `input_name`; every case completed before it has been delivered, and a case that was cut off is delivered as
 // kError with the problem as its message — a truncated file never turns into passes.
+// Thread-safe: keeps no state between calls (the sink is called on the calling thread).
 absl::Status ReadJunit(std::istream& in, std::string_view input_name, JunitCaseSink& sink,
                        const JunitReadOptions& options = {}, JunitReadStats* stats = nullptr);
 
-// Keeps the first and last halves of a text that arrives in pieces, in bounded memory.
+// Keeps the first and last halves of a text that arrives in pieces, in bounded memory. Not thread-safe.
 class CappedText {
  public:
   explicit CappedText(size_t max_bytes = 64 * 1024) : half_(max_bytes / 2) {}
