@@ -1,5 +1,7 @@
 #include "common/junit_writer.h"
 
+#include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 
@@ -61,7 +63,13 @@ double TotalTime(const TestCase& c) {
 
 }  // namespace
 
-std::string FormatSeconds(double s) { return absl::StrFormat("%.3f", s > 0 ? s : 0.0); }
+std::string FormatSeconds(double s) {
+  if (!(s > 0) || !std::isfinite(s)) s = 0;  // negative, NaN and infinite times say nothing
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, s, std::chars_format::fixed, 3);
+  if (ec != std::errc()) return absl::StrFormat("%.3f", s);  // beyond 10^60 s
+  return std::string(buf, end);
+}
 
 void JunitCounts::Add(Outcome final_outcome, double total_time_s, bool is_flaky) {
   ++tests;

@@ -110,25 +110,27 @@ class Cursor {
   std::string_view data_;
 };
 
-// Sorts by key, keeping arrival order among equal keys: a stable LSD radix sort on the first 64 bits, then the
-// (astronomically rare) runs that share them but differ in the second half are put in order.
+// Sorts by key, keeping arrival order among equal keys: a stable LSD radix sort on the top 32 bits of the key,
+// then the few runs that share those (about n^2/2^33 keys) are ordered by the whole key and arrival.
 template <typename KeyRef>
 void SortKeys(std::vector<KeyRef>* keys) {
   std::vector<KeyRef> tmp(keys->size());
-  for (int shift = 0; shift < 64; shift += 8) {
+  for (int shift = 32; shift < 64; shift += 8) {
     size_t count[257] = {};
     for (const KeyRef& k : *keys) ++count[((k.key.a >> shift) & 0xFF) + 1];
-    if (count[((keys->empty() ? 0 : (*keys)[0].key.a >> shift) & 0xFF) + 1] == keys->size()) continue;
     for (int b = 0; b < 256; ++b) count[b + 1] += count[b];
     for (const KeyRef& k : *keys) tmp[count[(k.key.a >> shift) & 0xFF]++] = k;
     keys->swap(tmp);
   }
   for (size_t i = 0; i < keys->size();) {
     size_t j = i + 1;
-    while (j < keys->size() && (*keys)[j].key.a == (*keys)[i].key.a) ++j;
+    while (j < keys->size() && ((*keys)[j].key.a >> 32) == ((*keys)[i].key.a >> 32)) ++j;
     if (j - i > 1) {
-      std::stable_sort(keys->begin() + i, keys->begin() + j,
-                       [](const KeyRef& x, const KeyRef& y) { return x.key.b < y.key.b; });
+      std::sort(keys->begin() + i, keys->begin() + j, [](const KeyRef& x, const KeyRef& y) {
+        if (x.key.a != y.key.a) return x.key.a < y.key.a;
+        if (x.key.b != y.key.b) return x.key.b < y.key.b;
+        return x.record < y.record;
+      });
     }
     i = j;
   }
@@ -399,7 +401,7 @@ absl::Status JunitMerger::Commit(Prepared&& p, uint32_t input, bool expected) {
 
   // No lookup here: keys are only appended, and sorted once at Write. A hash probe per case was the slowest
   // thing in the merge (a cache miss each); one sort of 24-byte keys is much cheaper.
-  keys_.push_back({p.key, rec_id, expected});
+  keys_.push_back({p.key, rec_id, expected ? kNone : input});
   if (!expected) ++summary_.cases_read;
   return absl::OkStatus();
 }
@@ -664,10 +666,11 @@ absl::Status JunitMerger::Write(std::ostream& out) {
     head[keys_[i].record] = true;
     uint32_t inputs = 0, last_input = kNone;
     for (size_t k = i; k < j; ++k) {
-      uint32_t r = keys_[k].record;
-      if (k + 1 < j) next_[r] = keys_[k + 1].record;
-      if (!records_[r].expected && records_[r].input != last_input) {
-        last_input = records_[r].input;
+      // Only keys_ is read here (in hash order); records_ would be a cache miss per test.
+      if (k + 1 < j) next_[keys_[k].record] = keys_[k + 1].record;
+      uint32_t input = keys_[k].input;
+      if (input != kNone && input != last_input) {
+        last_input = input;
         ++inputs;
       }
     }

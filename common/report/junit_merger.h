@@ -113,7 +113,7 @@ class JunitMerger {
   struct KeyRef {
     Key key;
     uint32_t record;
-    bool expected;
+    uint32_t input;  // max for an AddExpected placeholder
   };
 
   explicit JunitMerger(JunitMergeOptions options, std::unique_ptr<Spool> spool);

@@ -111,7 +111,11 @@ bool CleanAscii(std::string_view data) {
     if (c >= 0x80 || (c < 0x20 && c != '\n' && c != '\t' && c != '\r')) return false;
   }
   // Character references are checked by the slow path (a "&" at the end may start one in the next chunk).
-  return memmem(p, n, "&#", 2) == nullptr && (n == 0 || p[n - 1] != '&');
+  for (const char* amp = static_cast<const char*>(std::memchr(p, '&', n)); amp != nullptr;
+       amp = static_cast<const char*>(std::memchr(amp + 1, '&', static_cast<size_t>(p + n - amp - 1)))) {
+    if (amp + 1 == p + n || amp[1] == '#') return false;
+  }
+  return true;
 }
 
 bool XmlCharAllowed(uint64_t cp) {
