@@ -1,5 +1,7 @@
 #include "common/junit_writer.h"
 
+#include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 
@@ -46,158 +48,99 @@ bool XmlAllowed(uint32_t cp) {
          (cp >= 0x10000 && cp <= 0x10FFFF);
 }
 
-std::string Seconds(double s) { return absl::StrFormat("%.3f", s < 0 ? 0.0 : s); }
+constexpr size_t kFlushBytes = 256 * 1024;
 
-struct Counts {
-  int tests = 0, failures = 0, errors = 0, skipped = 0;
-  double time = 0;
-  void Add(const TestCase& c) {
-    ++tests;
-    time += c.result.time_s;
-    for (const TestAttempt& r : c.reruns) time += r.time_s;
-    switch (c.result.outcome) {
-      case Outcome::kFailed: ++failures; break;
-      case Outcome::kError: ++errors; break;
-      case Outcome::kSkipped:
-      case Outcome::kNotRun: ++skipped; break;
-      case Outcome::kPassed: break;
-    }
-  }
-  void Add(const Counts& o) {
-    tests += o.tests;
-    failures += o.failures;
-    errors += o.errors;
-    skipped += o.skipped;
-    time += o.time;
-  }
-  std::string Attributes() const {
-    return absl::StrFormat(R"(tests="%d" failures="%d" errors="%d" skipped="%d" time="%s")", tests, failures, errors,
-                           skipped, Seconds(time));
-  }
-};
+std::string CountAttributes(const JunitCounts& c) {
+  return absl::StrFormat(R"(tests="%d" failures="%d" errors="%d" skipped="%d" time="%s")", c.tests, c.failures,
+                         c.errors, c.skipped, FormatSeconds(c.time_s));
+}
 
-class Writer {
- public:
-  Writer(std::ostream& out, const JunitWriteOptions& options) : out_(out), options_(options) {}
-
-  void Text(std::string_view text) { out_ << XmlEscape(TrimMiddle(text, options_.max_text_bytes)); }
-
-  // <tag message=".." type="..">details</tag>, with optional output children for Surefire's rerun forms.
-  void Problem(std::string_view tag, const TestAttempt& a, bool with_output) {
-    out_ << "      <" << tag << " message=\"" << XmlEscape(TrimMiddle(a.message, 1024)) << "\"";
-    if (!a.type.empty()) out_ << " type=\"" << XmlEscape(a.type) << "\"";
-    bool has_body = !a.details.empty() || (with_output && (!a.system_out.empty() || !a.system_err.empty()));
-    if (!has_body) {
-      out_ << "/>\n";
-      return;
-    }
-    out_ << ">";
-    if (with_output) {
-      // Surefire nests the trace and output of a rerun inside the rerun element.
-      if (!a.details.empty()) {
-        out_ << "<stackTrace>";
-        Text(a.details);
-        out_ << "</stackTrace>";
-      }
-      if (!a.system_out.empty()) {
-        out_ << "<system-out>";
-        Text(a.system_out);
-        out_ << "</system-out>";
-      }
-      if (!a.system_err.empty()) {
-        out_ << "<system-err>";
-        Text(a.system_err);
-        out_ << "</system-err>";
-      }
-    } else {
-      Text(a.details);
-    }
-    out_ << "</" << tag << ">\n";
-  }
-
-  void Case(const TestCase& c) {
-    std::string classname = c.classname, name = c.name;
-    if (classname.empty() && name.empty()) PytestJunitNames(c.id, &classname, &name);
-    double time = c.result.time_s;
-    for (const TestAttempt& r : c.reruns) time += r.time_s;
-    out_ << "    <testcase classname=\"" << XmlEscape(classname) << "\" name=\"" << XmlEscape(name) << "\"";
-    if (!c.file.empty()) out_ << " file=\"" << XmlEscape(c.file) << "\"";
-    out_ << " time=\"" << Seconds(time) << "\">\n";
-    if (!c.properties.empty()) {
-      out_ << "      <properties>\n";
-      for (const auto& [name, value] : c.properties) {
-        out_ << "        <property name=\"" << XmlEscape(name) << "\" value=\"" << XmlEscape(value) << "\"/>\n";
-      }
-      out_ << "      </properties>\n";
-    }
-    const TestAttempt& r = c.result;
-    switch (r.outcome) {
-      case Outcome::kFailed: Problem("failure", r, false); break;
-      case Outcome::kError: Problem("error", r, false); break;
-      case Outcome::kSkipped: Problem("skipped", r, false); break;
-      case Outcome::kNotRun: {
-        TestAttempt not_run = r;
-        not_run.message = "not run: " + r.message;
-        not_run.type = "testshard.NotRun";
-        Problem("skipped", not_run, false);
-        break;
-      }
-      case Outcome::kPassed: break;
-    }
-    bool passed = r.outcome == Outcome::kPassed;
-    for (const TestAttempt& rerun : c.reruns) {
-      bool error = rerun.outcome == Outcome::kError;
-      std::string tag = passed ? (error ? "flakyError" : "flakyFailure") : (error ? "rerunError" : "rerunFailure");
-      Problem(tag, rerun, true);
-    }
-    if (!r.system_out.empty()) {
-      out_ << "      <system-out>";
-      Text(r.system_out);
-      out_ << "</system-out>\n";
-    }
-    if (!r.system_err.empty()) {
-      out_ << "      <system-err>";
-      Text(r.system_err);
-      out_ << "</system-err>\n";
-    }
-    out_ << "    </testcase>\n";
-  }
-
- private:
-  std::ostream& out_;
-  const JunitWriteOptions& options_;
-};
+double TotalTime(const TestCase& c) {
+  double time = c.result.time_s;
+  for (const TestAttempt& r : c.reruns) time += r.time_s;
+  return time;
+}
 
 }  // namespace
+
+std::string FormatSeconds(double s) {
+  if (!(s > 0) || !std::isfinite(s)) s = 0;  // negative, NaN and infinite times say nothing
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, s, std::chars_format::fixed, 3);
+  if (ec != std::errc()) return absl::StrFormat("%.3f", s);  // beyond 10^60 s
+  return std::string(buf, end);
+}
+
+void JunitCounts::Add(Outcome final_outcome, double total_time_s, bool is_flaky) {
+  ++tests;
+  time_s += total_time_s;
+  if (is_flaky) ++flaky;
+  switch (final_outcome) {
+    case Outcome::kFailed: ++failures; break;
+    case Outcome::kError: ++errors; break;
+    case Outcome::kSkipped:
+    case Outcome::kNotRun: ++skipped; break;
+    case Outcome::kPassed: break;
+  }
+}
+
+void JunitCounts::Add(const TestCase& c) { Add(c.result.outcome, TotalTime(c), c.flaky()); }
+
+void JunitCounts::Add(const JunitCounts& o) {
+  tests += o.tests;
+  failures += o.failures;
+  errors += o.errors;
+  skipped += o.skipped;
+  flaky += o.flaky;
+  time_s += o.time_s;
+}
+
+void AppendXmlEscaped(std::string* out, std::string_view text, bool attribute) {
+  size_t run = 0;  // start of the pending run of bytes copied verbatim
+  for (size_t i = 0; i < text.size();) {
+    auto c = static_cast<unsigned char>(text[i]);
+    // Fast path: printable ASCII that needs no escaping.
+    if ((c >= 0x20 && c < 0x80 && c != '<' && c != '>' && c != '&' && c != '"') ||
+        (!attribute && (c == '\n' || c == '\t'))) {
+      ++i;
+      continue;
+    }
+    uint32_t cp = 0;
+    size_t len = Utf8Length(text, i, &cp);
+    if (len > 1 && XmlAllowed(cp)) {
+      i += len;
+      continue;
+    }
+    out->append(text.data() + run, i - run);
+    if (len == 0 || !XmlAllowed(cp)) {
+      out->append("\xEF\xBF\xBD");  // U+FFFD for a byte that is not valid UTF-8 or a forbidden character
+    } else if (cp == '<') {
+      out->append("&lt;");
+    } else if (cp == '>') {
+      out->append("&gt;");
+    } else if (cp == '&') {
+      out->append("&amp;");
+    } else if (cp == '"') {
+      out->append("&quot;");
+    } else if (cp == '\r') {
+      out->append("&#13;");  // kept: a bare CR would be normalised away by parsers
+    } else if (attribute && cp == '\n') {
+      out->append("&#10;");
+    } else if (attribute && cp == '\t') {
+      out->append("&#9;");
+    } else {
+      out->push_back(static_cast<char>(cp));  // tab or newline in text
+    }
+    i += len == 0 ? 1 : len;
+    run = i;
+  }
+  out->append(text.data() + run, text.size() - run);
+}
 
 std::string XmlEscape(std::string_view text) {
   std::string out;
   out.reserve(text.size() + text.size() / 8);
-  for (size_t i = 0; i < text.size();) {
-    uint32_t cp = 0;
-    size_t len = Utf8Length(text, i, &cp);
-    if (len == 0) {
-      out += "\xEF\xBF\xBD";  // U+FFFD for a byte that is not valid UTF-8
-      ++i;
-      continue;
-    }
-    if (!XmlAllowed(cp)) {
-      out += "\xEF\xBF\xBD";
-    } else if (cp == '<') {
-      out += "&lt;";
-    } else if (cp == '>') {
-      out += "&gt;";
-    } else if (cp == '&') {
-      out += "&amp;";
-    } else if (cp == '"') {
-      out += "&quot;";
-    } else if (cp == '\r') {
-      out += "&#13;";  // kept: a bare CR would be normalised away by parsers
-    } else {
-      out.append(text.substr(i, len));
-    }
-    i += len;
-  }
+  AppendXmlEscaped(&out, text, false);
   return out;
 }
 
@@ -212,25 +155,203 @@ std::string TrimMiddle(std::string_view text, size_t max_bytes) {
                          tail_start - head, std::string(text.substr(tail_start)));
 }
 
+JunitStreamWriter::JunitStreamWriter(std::ostream& out, JunitWriteOptions options)
+    : out_(out), options_(std::move(options)) {
+  buf_.reserve(kFlushBytes + 4096);
+}
+
+void JunitStreamWriter::Flush() {
+  out_.write(buf_.data(), static_cast<std::streamsize>(buf_.size()));
+  buf_.clear();
+}
+
+void JunitStreamWriter::Text(std::string_view text) {
+  if (text.size() > options_.max_text_bytes) {
+    AppendXmlEscaped(&buf_, TrimMiddle(text, options_.max_text_bytes));
+  } else {
+    AppendXmlEscaped(&buf_, text);
+  }
+}
+
+void JunitStreamWriter::Begin(const JunitCounts& total) {
+  buf_ += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"";
+  AppendXmlEscaped(&buf_, options_.report_name, true);
+  buf_ += "\" " + CountAttributes(total) + ">\n";
+}
+
+void JunitStreamWriter::BeginSuite(std::string_view name, const JunitCounts& counts,
+                                   const std::vector<std::pair<std::string, std::string>>& properties) {
+  buf_ += "  <testsuite name=\"";
+  AppendXmlEscaped(&buf_, name, true);
+  buf_ += "\" " + CountAttributes(counts) + ">\n";
+  if (!properties.empty()) {
+    buf_ += "    <properties>\n";
+    for (const auto& [key, value] : properties) {
+      buf_ += "      <property name=\"";
+      AppendXmlEscaped(&buf_, key, true);
+      buf_ += "\" value=\"";
+      AppendXmlEscaped(&buf_, value, true);
+      buf_ += "\"/>\n";
+    }
+    buf_ += "    </properties>\n";
+  }
+}
+
+// <tag message=".." type="..">details</tag>; Surefire's rerun forms nest the trace and output of the attempt.
+void JunitStreamWriter::Problem(std::string_view tag, const TestAttempt& a, bool rerun_form) {
+  buf_ += "      <";
+  buf_ += tag;
+  buf_ += " message=\"";
+  if (a.message.size() > 1024) {
+    AppendXmlEscaped(&buf_, TrimMiddle(a.message, 1024), true);
+  } else {
+    AppendXmlEscaped(&buf_, a.message, true);
+  }
+  buf_ += "\"";
+  if (!a.type.empty()) {
+    buf_ += " type=\"";
+    AppendXmlEscaped(&buf_, a.type, true);
+    buf_ += "\"";
+  }
+  bool has_body = !a.details.empty() || (rerun_form && (!a.system_out.empty() || !a.system_err.empty()));
+  if (!has_body) {
+    buf_ += "/>\n";
+    return;
+  }
+  buf_ += ">";
+  if (rerun_form) {
+    if (!a.details.empty()) {
+      buf_ += "<stackTrace>";
+      Text(a.details);
+      buf_ += "</stackTrace>";
+    }
+    if (!a.system_out.empty()) {
+      buf_ += "<system-out>";
+      Text(a.system_out);
+      buf_ += "</system-out>";
+    }
+    if (!a.system_err.empty()) {
+      buf_ += "<system-err>";
+      Text(a.system_err);
+      buf_ += "</system-err>";
+    }
+  } else {
+    Text(a.details);
+  }
+  buf_ += "</";
+  buf_ += tag;
+  buf_ += ">\n";
+}
+
+void JunitStreamWriter::WriteCase(const TestCase& c) {
+  std::string derived_classname, derived_name;
+  const std::string* classname = &c.classname;
+  const std::string* name = &c.name;
+  if (c.classname.empty() && c.name.empty()) {
+    PytestJunitNames(c.id, &derived_classname, &derived_name);
+    classname = &derived_classname;
+    name = &derived_name;
+  }
+  buf_ += "    <testcase classname=\"";
+  AppendXmlEscaped(&buf_, *classname, true);
+  buf_ += "\" name=\"";
+  AppendXmlEscaped(&buf_, *name, true);
+  buf_ += "\"";
+  if (!c.file.empty()) {
+    buf_ += " file=\"";
+    AppendXmlEscaped(&buf_, c.file, true);
+    buf_ += "\"";
+  }
+  buf_ += " time=\"" + FormatSeconds(TotalTime(c)) + "\">\n";
+  size_t no_children = buf_.size();
+  if (!c.properties.empty()) {
+    buf_ += "      <properties>\n";
+    for (const auto& [key, value] : c.properties) {
+      buf_ += "        <property name=\"";
+      AppendXmlEscaped(&buf_, key, true);
+      buf_ += "\" value=\"";
+      AppendXmlEscaped(&buf_, value, true);
+      buf_ += "\"/>\n";
+    }
+    buf_ += "      </properties>\n";
+  }
+  const TestAttempt& r = c.result;
+  switch (r.outcome) {
+    case Outcome::kFailed: Problem("failure", r, false); break;
+    case Outcome::kError: Problem("error", r, false); break;
+    case Outcome::kSkipped: Problem("skipped", r, false); break;
+    case Outcome::kNotRun: {
+      TestAttempt not_run = r;
+      not_run.message = "not run: " + r.message;
+      not_run.type = "testshard.NotRun";
+      Problem("skipped", not_run, false);
+      break;
+    }
+    case Outcome::kPassed: break;
+  }
+  bool passed = r.outcome == Outcome::kPassed;
+  for (const TestAttempt& rerun : c.reruns) {
+    bool error = rerun.outcome == Outcome::kError;
+    std::string_view tag = passed ? (error ? "flakyError" : "flakyFailure") : (error ? "rerunError" : "rerunFailure");
+    Problem(tag, rerun, true);
+  }
+  if (!r.system_out.empty()) {
+    buf_ += "      <system-out>";
+    Text(r.system_out);
+    buf_ += "</system-out>\n";
+  }
+  if (!r.system_err.empty()) {
+    buf_ += "      <system-err>";
+    Text(r.system_err);
+    buf_ += "</system-err>\n";
+  }
+  if (buf_.size() == no_children) {
+    buf_.resize(no_children - 2);  // a passed test without output: <testcase .../>
+    buf_ += "/>\n";
+  } else {
+    buf_ += "    </testcase>\n";
+  }
+  if (buf_.size() >= kFlushBytes) Flush();
+}
+
+void JunitStreamWriter::EndSuite(std::string_view system_out, std::string_view system_err) {
+  if (!system_out.empty()) {
+    buf_ += "    <system-out>";
+    Text(system_out);
+    buf_ += "</system-out>\n";
+  }
+  if (!system_err.empty()) {
+    buf_ += "    <system-err>";
+    Text(system_err);
+    buf_ += "</system-err>\n";
+  }
+  buf_ += "  </testsuite>\n";
+  if (buf_.size() >= kFlushBytes) Flush();
+}
+
+absl::Status JunitStreamWriter::Finish() {
+  buf_ += "</testsuites>\n";
+  Flush();
+  out_.flush();
+  if (!out_) return absl::DataLossError("could not write the JUnit report");
+  return absl::OkStatus();
+}
+
 absl::Status WriteJunit(const std::vector<TestSuite>& suites, std::ostream& out, const JunitWriteOptions& options) {
-  Counts total;
-  std::vector<Counts> per_suite(suites.size());
+  JunitCounts total;
+  std::vector<JunitCounts> per_suite(suites.size());
   for (size_t i = 0; i < suites.size(); ++i) {
     for (const TestCase& c : suites[i].cases) per_suite[i].Add(c);
     total.Add(per_suite[i]);
   }
-  out << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  out << "<testsuites name=\"" << XmlEscape(options.report_name) << "\" " << total.Attributes() << ">\n";
-  Writer w(out, options);
+  JunitStreamWriter w(out, options);
+  w.Begin(total);
   for (size_t i = 0; i < suites.size(); ++i) {
-    out << "  <testsuite name=\"" << XmlEscape(suites[i].name) << "\" " << per_suite[i].Attributes() << ">\n";
-    for (const TestCase& c : suites[i].cases) w.Case(c);
-    out << "  </testsuite>\n";
+    w.BeginSuite(suites[i].name, per_suite[i]);
+    for (const TestCase& c : suites[i].cases) w.WriteCase(c);
+    w.EndSuite();
   }
-  out << "</testsuites>\n";
-  out.flush();
-  if (!out) return absl::DataLossError("could not write the JUnit report");
-  return absl::OkStatus();
+  return w.Finish();
 }
 
 }  // namespace testshard

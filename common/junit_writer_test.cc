@@ -1,5 +1,7 @@
 #include "common/junit_writer.h"
 
+#include <cmath>
+#include <limits>
 #include <sstream>
 #include <string>
 
@@ -89,6 +91,15 @@ TEST(JunitWriterTest, NotRunIsSkippedWithReason) {
   pugi::xml_document doc = Write({{"s", {c}}});
   pugi::xml_node skipped = doc.child("testsuites").child("testsuite").child("testcase").child("skipped");
   EXPECT_STREQ(skipped.attribute("message").value(), "not run: maxfail reached");
+}
+
+TEST(JunitWriterTest, TimesAlwaysHaveThreeDecimals) {
+  EXPECT_EQ(FormatSeconds(3), "3.000");
+  EXPECT_EQ(FormatSeconds(0.0004), "0.000");
+  EXPECT_EQ(FormatSeconds(1234.5678), "1234.568");
+  EXPECT_EQ(FormatSeconds(-1), "0.000");
+  EXPECT_EQ(FormatSeconds(std::numeric_limits<double>::infinity()), "0.000");
+  EXPECT_EQ(FormatSeconds(std::nan("")), "0.000");
 }
 
 TEST(JunitWriterTest, LongOutputKeepsHeadAndTail) {

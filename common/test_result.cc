@@ -13,6 +13,17 @@ std::string_view OutcomeName(Outcome o) {
   return "unknown";
 }
 
+int OutcomeSeverity(Outcome o) {
+  switch (o) {
+    case Outcome::kPassed: return 0;
+    case Outcome::kSkipped: return 1;
+    case Outcome::kNotRun: return 2;
+    case Outcome::kFailed: return 3;
+    case Outcome::kError: return 4;
+  }
+  return 0;
+}
+
 void PytestJunitNames(std::string_view node_id, std::string* classname, std::string* name) {
   // pytest: path, "[", params = address.partition("["); names = path.split("::");
   // names[0] = names[0].replace("/", ".") minus a trailing ".py"; names[-1] += "[" + params.

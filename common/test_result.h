@@ -13,6 +13,9 @@ enum class Outcome { kPassed, kFailed, kError, kSkipped, kNotRun };
 
 std::string_view OutcomeName(Outcome o);
 
+// Orders outcomes when two reports of one attempt disagree: error > failed > not run > skipped > passed.
+int OutcomeSeverity(Outcome o);
+
 // One execution of a test. A retried test keeps its earlier attempts in `reruns`.
 struct TestAttempt {
   Outcome outcome = Outcome::kError;

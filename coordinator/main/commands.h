@@ -11,6 +11,7 @@ namespace testshard {
 void AddVersionCommand(CLI::App& app, int* exit_code);
 void AddRunCommands(CLI::App& app, int* exit_code);  // run, coordinator
 void AddAgentCommand(CLI::App& app, int* exit_code);
+void AddMergeCommand(CLI::App& app, int* exit_code);
 
 }  // namespace testshard
 

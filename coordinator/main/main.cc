@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   testshard::AddRunCommands(app, &exit_code);
   testshard::AddAgentCommand(app, &exit_code);
   testshard::AddVersionCommand(app, &exit_code);
+  testshard::AddMergeCommand(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
