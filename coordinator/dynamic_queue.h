@@ -1,0 +1,97 @@
+// Dynamic planning: the coordinator's queue that agents pull batches from as they free up.
+#ifndef TESTSHARD_COORDINATOR_DYNAMIC_QUEUE_H_
+#define TESTSHARD_COORDINATOR_DYNAMIC_QUEUE_H_
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "coordinator/planner.h"
+#include "coordinator/work_units.h"
+
+namespace testshard::coordinator {
+
+struct DynamicOptions {
+  // The fraction of an agent's fair share of the remaining time that one batch takes (guided self-scheduling with
+  // k = 1 / fraction). 0.5 makes the batches halve towards the end, and means that an agent of unknown pace that
+  // turns out to be twice as slow as the rest still finishes its first batch by the time the others finish
+  // everything.
+  double fraction = 0.5;
+  // The same once the agent's pace has been measured (Completed, or AgentProfile::speed): there is less to fear,
+  // so fewer, larger batches and fewer start-ups.
+  double measured_fraction = 0.6;
+  // No batch is planned shorter than this many of the agent's start-ups, nor than min_batch_s. Smaller batches
+  // balance the end better but each pays the start-up again; about 1.5 start-ups (≈ 1/ln 2, which minimises
+  // log2(share / m) start-ups plus an m-long tail) is the sweet spot.
+  double min_batch_startups = 1.5;
+  double min_batch_s = 0.05;
+};
+
+// Hands out the stage's work units longest first, in batches whose size follows the time left: large while there
+// is much to do (few start-ups), shrinking towards the end (so a wrong estimate or a slow agent costs at most a
+// small last batch). Each batch is sized for the agent that asks: its measured start-up (AgentProfile, else
+// PlanRequest::default_startup_s) sets the smallest batch worth starting, and its measured pace (AgentProfile
+// speed, then what Completed reports) converts time into predicted seconds. An agent id it has not seen joins
+// the pool (late-joining agents shrink everybody's later batches).
+//
+// Not thread-safe: the coordinator calls it under its own lock. All calls are O(size of the batch) amortised.
+class DynamicStageQueue final : public StageQueue {
+ public:
+  DynamicStageQueue(const PlanRequest& request, DynamicOptions options = {});
+
+  std::optional<Batch> Next(std::string_view agent_id) override;
+  void Return(std::vector<std::string> test_ids) override;
+  size_t remaining() const override { return pending_tests_; }
+  void Completed(std::string_view agent_id, double predicted_s, double wall_s) override;
+
+  // Predicted seconds of work not yet handed out.
+  double remaining_seconds() const { return pending_s_; }
+
+ private:
+  struct Agent {
+    double startup_s = 0;
+    double rate = 1;        // wall seconds per predicted second
+    bool measured = false;  // rate comes from a measurement, not a default
+  };
+  Agent& AgentFor(std::string_view agent_id);
+  // Predicted seconds the pool gets through per wall second.
+  double Capacity() const;
+  double DefaultRate() const;
+  void PushFront(std::vector<WorkUnit> units);
+
+  const DynamicOptions options_;
+  const int planned_agents_;
+  const double default_startup_s_;
+  const std::map<std::string, AgentProfile, std::less<>> profiles_;
+  const Granularity granularity_;
+  std::function<double(const std::string&)> estimate_;
+  std::unordered_map<std::string, std::string> explicit_groups_;  // for Return()
+
+  std::vector<std::string> ids_;   // every test ever queued; WorkUnit::tests index it
+  std::deque<WorkUnit> pending_;   // front is handed out next: returned work, then longest first
+  double pending_s_ = 0;
+  size_t pending_tests_ = 0;
+  std::map<std::string, Agent, std::less<>> agents_;
+  double observed_wall_s_ = 0;       // work time reported by Completed (start-ups taken out)
+  double observed_predicted_s_ = 0;  // what those batches were predicted to take
+};
+
+// Builds a DynamicStageQueue per stage.
+class DynamicPlanner final : public Planner {
+ public:
+  explicit DynamicPlanner(DynamicOptions options = {}) : options_(options) {}
+  std::unique_ptr<StageQueue> Plan(const PlanRequest& request) override {
+    return std::make_unique<DynamicStageQueue>(request, options_);
+  }
+
+ private:
+  DynamicOptions options_;
+};
+
+}  // namespace testshard::coordinator
+
+#endif  // TESTSHARD_COORDINATOR_DYNAMIC_QUEUE_H_
