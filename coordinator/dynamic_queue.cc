@@ -1,5 +1,7 @@
 #include "coordinator/dynamic_queue.h"
 
+#include "coordinator/lpt_planner.h"
+
 #include <algorithm>
 #include <utility>
 
@@ -19,6 +21,30 @@ DynamicStageQueue::DynamicStageQueue(const PlanRequest& request, DynamicOptions 
     }
   }
   std::vector<WorkUnit> units = BuildUnits(request, static_cast<size_t>(planned_agents_));
+  double total = 0;
+  for (const WorkUnit& u : units) total += u.seconds;
+  const double span = units.empty() ? 0 : std::max(total / planned_agents_, units.front().seconds);
+  small_stage_ = span < options_.whole_share_below_startups * default_startup_s_;
+  if (small_stage_) {
+    // Each agent's share costs only a few start-ups: splitting it would cost more than it saves, so this is the
+    // static plan, one shard per agent, handed out as agents ask.
+    std::vector<std::vector<size_t>> bins = PartitionUnits(units, planned_agents_);
+    std::vector<Batch> shards;
+    for (const std::vector<size_t>& bin : bins) {
+      if (bin.empty()) continue;
+      Batch b;
+      for (size_t u : bin) {
+        b.predicted_s += units[u].seconds;
+        for (uint32_t t : units[u].tests) b.test_ids.push_back(ids_[t]);
+      }
+      pending_tests_ += b.test_ids.size();
+      shards.push_back(std::move(b));
+    }
+    std::stable_sort(shards.begin(), shards.end(),
+                     [](const Batch& a, const Batch& b) { return a.predicted_s > b.predicted_s; });
+    shards_.assign(std::make_move_iterator(shards.begin()), std::make_move_iterator(shards.end()));
+    return;
+  }
   for (WorkUnit& u : units) {
     pending_s_ += u.seconds;
     pending_tests_ += u.tests.size();
@@ -58,29 +84,66 @@ double DynamicStageQueue::Capacity() const {
   return capacity;
 }
 
+double DynamicStageQueue::BestRate() const {
+  double best = 0;
+  for (const auto& [id, a] : agents_) {
+    if (a.measured && (best == 0 || a.rate < best)) best = a.rate;
+  }
+  // Agents the coordinator has measured before count even before they first ask.
+  for (const auto& [id, p] : profiles_) {
+    if (p.speed > 0 && (best == 0 || 1 / p.speed < best)) best = 1 / p.speed;
+  }
+  return best > 0 ? best : DefaultRate();
+}
+
 std::optional<Batch> DynamicStageQueue::Next(std::string_view agent_id) {
-  if (pending_.empty()) return std::nullopt;
+  if (pending_.empty()) {
+    if (shards_.empty()) return std::nullopt;
+    Batch batch = std::move(shards_.front());
+    shards_.pop_front();
+    pending_tests_ -= batch.test_ids.size();
+    return batch;
+  }
   Agent& agent = AgentFor(agent_id);
   // Wall seconds the pool needs for what is left, were it shared perfectly; this agent takes a fraction of its
   // share, but never so little that the start-up dominates.
   const double time_left = pending_s_ / Capacity();
-  const double fraction = agent.measured ? options_.measured_fraction : options_.fraction;
   const double floor_s = std::max(options_.min_batch_s, options_.min_batch_startups * agent.startup_s);
-  const double budget = std::max(fraction * time_left, floor_s) / agent.rate;  // in predicted seconds
+  const bool small_stage = small_stage_;
+  double fraction = agent.measured ? options_.measured_fraction : options_.fraction;
+  if (small_stage) fraction = 1;
+  double batch_s = std::max(fraction * time_left, floor_s);
+
+  // Skip the long units unless this agent is trusted with them; the pending list is longest first, so they are a
+  // prefix (returned work, put in front, is the exception and is not skipped past twice).
+  size_t start = 0;
+  const bool trusted = agent.measured && agent.rate <= options_.trusted_rate_margin * BestRate();
+  if (!trusted && !small_stage) {
+    const double long_s = options_.long_unit_share * time_left / DefaultRate();  // in predicted seconds
+    while (start < pending_.size() && pending_[start].seconds >= long_s) ++start;
+    if (start == pending_.size()) {
+      start = 0;  // only long work is left: somebody has to run it
+    } else if (start > 0 && !agent.measured) {
+      batch_s = floor_s;  // a probe: learn this agent's pace before it may take a long unit
+    }
+  }
+  const double budget = batch_s / agent.rate;  // in predicted seconds
 
   Batch batch;
   std::vector<uint32_t> tests;
-  // Longest first; a unit goes in while at least half of it fits, so batches land near the budget on average
-  // instead of always under it.
-  while (!pending_.empty()) {
-    WorkUnit& u = pending_.front();
-    if (!tests.empty() && batch.predicted_s + u.seconds / 2 > budget) break;
+  // A unit goes in while at least half of it fits, so batches land near the budget on average instead of always
+  // under it.
+  size_t end = start;
+  while (end < pending_.size()) {
+    const WorkUnit& u = pending_[end];
+    if (end > start && batch.predicted_s + u.seconds / 2 > budget) break;
     batch.predicted_s += u.seconds;
     pending_s_ -= u.seconds;
     pending_tests_ -= u.tests.size();
     tests.insert(tests.end(), u.tests.begin(), u.tests.end());
-    pending_.pop_front();
+    ++end;
   }
+  pending_.erase(pending_.begin() + static_cast<ptrdiff_t>(start), pending_.begin() + static_cast<ptrdiff_t>(end));
   if (pending_.empty()) pending_s_ = 0;  // no drift from float subtraction
   batch.test_ids.reserve(tests.size());
   for (uint32_t t : tests) batch.test_ids.push_back(ids_[t]);
@@ -88,9 +151,8 @@ std::optional<Batch> DynamicStageQueue::Next(std::string_view agent_id) {
 }
 
 void DynamicStageQueue::PushFront(std::vector<WorkUnit> units) {
-  std::sort(units.begin(), units.end(), [](const WorkUnit& a, const WorkUnit& b) {
-    return a.seconds != b.seconds ? a.seconds > b.seconds : a.key < b.key;
-  });
+  std::sort(units.begin(), units.end(),
+            [this](const WorkUnit& a, const WorkUnit& b) { return LongerFirst(a, b, ids_); });
   for (auto it = units.rbegin(); it != units.rend(); ++it) {
     pending_s_ += it->seconds;
     pending_tests_ += it->tests.size();
@@ -108,7 +170,11 @@ void DynamicStageQueue::Return(std::vector<std::string> test_ids) {
     std::string key = g != explicit_groups_.end() ? "group:" + g->second : std::string(GroupKey(id, granularity_));
     const double s = std::max(kMinTestSeconds, estimate_ ? estimate_(id) : 1.0);
     auto [it, inserted] = by_key.emplace(key, units.size());
-    if (inserted) units.push_back(WorkUnit{key, {}, 0, g != explicit_groups_.end()});
+    if (inserted) {
+      units.emplace_back();
+      if (key != id) units.back().key = key;
+      units.back().pinned = g != explicit_groups_.end();
+    }
     WorkUnit& u = units[it->second];
     u.tests.push_back(static_cast<uint32_t>(ids_.size()));
     u.seconds += s;

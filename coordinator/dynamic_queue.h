@@ -25,15 +25,24 @@ struct DynamicOptions {
   // so fewer, larger batches and fewer start-ups.
   double measured_fraction = 0.6;
   // No batch is planned shorter than this many of the agent's start-ups, nor than min_batch_s. Smaller batches
-  // balance the end better but each pays the start-up again; about 1.5 start-ups (≈ 1/ln 2, which minimises
-  // log2(share / m) start-ups plus an m-long tail) is the sweet spot.
-  double min_batch_startups = 1.5;
+  // balance the end better but each pays the start-up again. 1/ln 2 ≈ 1.44 start-ups minimises log2(share / m)
+  // start-ups plus an m-long tail in theory; 2 did best in bench/planner, where estimates are also wrong.
+  double min_batch_startups = 2;
   double min_batch_s = 0.05;
+  // A unit is "long" when it would take at least this share of an agent's fair share of the time left. Long units
+  // go only to agents whose pace is known and close to the best (within trusted_rate_margin): one on an agent
+  // that turns out slow sets the finish time, and no later batch can make up for it.
+  double long_unit_share = 0.5;
+  double trusted_rate_margin = 1.25;
+  // When a stage's span (its work per agent, or its longest unit) is below this many start-ups, splitting it costs
+  // more start-ups than it can save: the queue serves the static plan, one shard per agent.
+  double whole_share_below_startups = 20;
 };
 
 // Hands out the stage's work units longest first, in batches whose size follows the time left: large while there
 // is much to do (few start-ups), shrinking towards the end (so a wrong estimate or a slow agent costs at most a
-// small last batch). Each batch is sized for the agent that asks: its measured start-up (AgentProfile, else
+// small last batch). Long units are held back from agents of unknown or poor pace: while there are any, an
+// agent's first batch is a short probe that measures it, and the long units go to the agents measured fastest. Each batch is sized for the agent that asks: its measured start-up (AgentProfile, else
 // PlanRequest::default_startup_s) sets the smallest batch worth starting, and its measured pace (AgentProfile
 // speed, then what Completed reports) converts time into predicted seconds. An agent id it has not seen joins
 // the pool (late-joining agents shrink everybody's later batches).
@@ -61,6 +70,7 @@ class DynamicStageQueue final : public StageQueue {
   // Predicted seconds the pool gets through per wall second.
   double Capacity() const;
   double DefaultRate() const;
+  double BestRate() const;
   void PushFront(std::vector<WorkUnit> units);
 
   const DynamicOptions options_;
@@ -73,6 +83,8 @@ class DynamicStageQueue final : public StageQueue {
 
   std::vector<std::string> ids_;   // every test ever queued; WorkUnit::tests index it
   std::deque<WorkUnit> pending_;   // front is handed out next: returned work, then longest first
+  std::deque<Batch> shards_;       // a small stage's static shards, handed out after pending_
+  bool small_stage_ = false;
   double pending_s_ = 0;
   size_t pending_tests_ = 0;
   std::map<std::string, Agent, std::less<>> agents_;

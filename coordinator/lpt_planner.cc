@@ -149,16 +149,12 @@ StaticPlan PlanStatic(const PlanRequest& request) {
   double max_load = 0;
   for (size_t s = 0; s < bins.size(); ++s) {
     Batch& batch = plan.shards[s];
-    std::vector<uint32_t> tests;
+    // Units in the order they were placed (longest first), tests within a unit by id: never collection order, so
+    // every matrix job prints the same shard, the same way.
     for (size_t u : bins[s]) {
       batch.predicted_s += units[u].seconds;
-      tests.insert(tests.end(), units[u].tests.begin(), units[u].tests.end());
+      for (uint32_t t : units[u].tests) batch.test_ids.push_back(request.test_ids[t]);
     }
-    // Id order, not collection order: every matrix job must print the same shard.
-    std::sort(tests.begin(), tests.end(),
-              [&](uint32_t a, uint32_t b) { return request.test_ids[a] < request.test_ids[b]; });
-    batch.test_ids.reserve(tests.size());
-    for (uint32_t t : tests) batch.test_ids.push_back(request.test_ids[t]);
     max_load = std::max(max_load, batch.predicted_s);
   }
   for (const WorkUnit& u : units) {

@@ -12,7 +12,7 @@
 namespace testshard::coordinator {
 
 struct StaticPlan {
-  std::vector<Batch> shards;  // exactly `shards` entries; test ids sorted within each; empty only if unavoidable
+  std::vector<Batch> shards;  // exactly `shards` entries, longest unit first; empty only if unavoidable
   double startup_s = 0;       // paid once by every shard
   double total_s = 0;         // sum of all estimates
   double longest_unit_s = 0;  // the largest indivisible unit

@@ -32,15 +32,6 @@ std::string_view GroupKey(std::string_view test_id, Granularity g) {
   return base.substr(0, last);
 }
 
-namespace {
-
-bool LongerFirst(const WorkUnit& a, const WorkUnit& b) {
-  if (a.seconds != b.seconds) return a.seconds > b.seconds;
-  return a.key < b.key;
-}
-
-}  // namespace
-
 std::vector<WorkUnit> BuildUnits(const PlanRequest& request, size_t min_units) {
   const std::vector<std::string>& ids = request.test_ids;
   const bool explicit_groups = request.groups.size() == ids.size();
@@ -54,8 +45,7 @@ std::vector<WorkUnit> BuildUnits(const PlanRequest& request, size_t min_units) {
     // The common case, and the one that has to plan a million tests quickly: one unit per test, no map.
     units.resize(ids.size());
     for (size_t i = 0; i < ids.size(); ++i) {
-      units[i].key = ids[i];
-      units[i].tests = {static_cast<uint32_t>(i)};
+      units[i].tests.push_back(static_cast<uint32_t>(i));
       units[i].seconds = seconds[i];
     }
   } else {
@@ -68,7 +58,8 @@ std::vector<WorkUnit> BuildUnits(const PlanRequest& request, size_t min_units) {
       auto [it, inserted] = by_key.emplace(std::move(key), units.size());
       if (inserted) {
         units.emplace_back();
-        units.back().key = it->first;
+        // A lone test's key is its id, so that it sorts the same as it would at test granularity.
+        if (it->first != ids[i]) units.back().key = it->first;
         units.back().pinned = pinned;
       }
       WorkUnit& u = units[it->second];
@@ -82,7 +73,8 @@ std::vector<WorkUnit> BuildUnits(const PlanRequest& request, size_t min_units) {
       for (uint32_t t : u.tests) u.seconds += seconds[t];
     }
   }
-  std::sort(units.begin(), units.end(), LongerFirst);
+  auto longer_first = [&ids](const WorkUnit& a, const WorkUnit& b) { return LongerFirst(a, b, ids); };
+  std::sort(units.begin(), units.end(), longer_first);
 
   // Too few units to give every shard one: cut the largest soft units into single tests.
   while (units.size() < min_units) {
@@ -91,8 +83,13 @@ std::vector<WorkUnit> BuildUnits(const PlanRequest& request, size_t min_units) {
     if (it == units.end()) break;
     WorkUnit cut = std::move(*it);
     units.erase(it);
-    for (uint32_t t : cut.tests) units.push_back(WorkUnit{ids[t], {t}, seconds[t], false});
-    std::sort(units.begin(), units.end(), LongerFirst);
+    for (uint32_t t : cut.tests) {
+      WorkUnit lone;
+      lone.tests.push_back(t);
+      lone.seconds = seconds[t];
+      units.push_back(std::move(lone));
+    }
+    std::sort(units.begin(), units.end(), longer_first);
   }
   return units;
 }

@@ -8,13 +8,16 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "coordinator/planner.h"
 
 namespace testshard::coordinator {
 
 struct WorkUnit {
-  std::string key;              // the group key, or the test id for a lone test; orders ties deterministically
-  std::vector<uint32_t> tests;  // indices into PlanRequest::test_ids, sorted by test id
+  // The group key; empty for a lone test, whose key is its id (not copied: a million-test stage is mostly lone
+  // tests). Orders ties deterministically; see UnitKey.
+  std::string key;
+  absl::InlinedVector<uint32_t, 1> tests;  // indices into the test ids, sorted by test id
   double seconds = 0;           // sum of the tests' estimates
   bool pinned = false;          // an explicit group: never split, even to avoid an empty shard
 };
@@ -30,6 +33,16 @@ std::string_view GranularityName(Granularity g);
 //   kModule  -> "path.py"
 // Parameters are cut off first (they may contain "::"), as pytest's own junitxml does.
 std::string_view GroupKey(std::string_view test_id, Granularity g);
+
+inline std::string_view UnitKey(const WorkUnit& u, const std::vector<std::string>& ids) {
+  return u.key.empty() ? std::string_view(ids[u.tests.front()]) : std::string_view(u.key);
+}
+
+// Longest first, ties by key: the order units are planned in.
+inline bool LongerFirst(const WorkUnit& a, const WorkUnit& b, const std::vector<std::string>& ids) {
+  if (a.seconds != b.seconds) return a.seconds > b.seconds;
+  return UnitKey(a, ids) < UnitKey(b, ids);
+}
 
 // The floor under every estimate. A zero-second test still costs something, and a zero would let one shard take
 // an unbounded number of "free" tests while another sits empty.

@@ -85,7 +85,7 @@ TEST(BuildUnitsTest, IndependentOfCollectionOrder) {
   auto ua = BuildUnits(a), ub = BuildUnits(b);
   ASSERT_EQ(ua.size(), ub.size());
   for (size_t i = 0; i < ua.size(); ++i) {
-    EXPECT_EQ(ua[i].key, ub[i].key);
+    EXPECT_EQ(UnitKey(ua[i], a.test_ids), UnitKey(ub[i], b.test_ids));
     EXPECT_EQ(ua[i].seconds, ub[i].seconds);
   }
 }
