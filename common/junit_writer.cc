@@ -123,6 +123,13 @@ class Writer {
     out_ << "    <testcase classname=\"" << XmlEscape(classname) << "\" name=\"" << XmlEscape(name) << "\"";
     if (!c.file.empty()) out_ << " file=\"" << XmlEscape(c.file) << "\"";
     out_ << " time=\"" << Seconds(time) << "\">\n";
+    if (!c.properties.empty()) {
+      out_ << "      <properties>\n";
+      for (const auto& [name, value] : c.properties) {
+        out_ << "        <property name=\"" << XmlEscape(name) << "\" value=\"" << XmlEscape(value) << "\"/>\n";
+      }
+      out_ << "      </properties>\n";
+    }
     const TestAttempt& r = c.result;
     switch (r.outcome) {
       case Outcome::kFailed: Problem("failure", r, false); break;

@@ -20,6 +20,7 @@
   } while (0)
 
 // `TS_ASSIGN_OR_RETURN(auto x, F());` assigns the value of an absl::StatusOr or returns its status.
+// It expands to several statements: brace it when it is the body of an if or a loop.
 #define TS_ASSIGN_OR_RETURN(lhs, expr) \
   TS_ASSIGN_OR_RETURN_IMPL_(TS_STATUS_CONCAT_(ts_statusor_, __LINE__), lhs, expr)
 #define TS_ASSIGN_OR_RETURN_IMPL_(var, lhs, expr) \

@@ -4,6 +4,7 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace testshard {
@@ -28,6 +29,7 @@ struct TestCase {
   std::string classname;  // JUnit classname; derived from id when empty
   std::string name;       // JUnit name; derived from id when empty
   std::string file;
+  std::vector<std::pair<std::string, std::string>> properties;  // pytest's record_property, in order
   TestAttempt result;               // the final attempt
   std::vector<TestAttempt> reruns;  // earlier attempts, oldest first
   bool flaky() const { return result.outcome == Outcome::kPassed && !reruns.empty(); }

@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/status.h"
 #include "gmock/gmock.h"
 
 namespace testshard::testing {
@@ -31,10 +32,11 @@ MATCHER(IsOk, "") {
 
 }  // namespace testshard::testing
 
-#define TS_ASSERT_OK_AND_ASSIGN(lhs, expr)                  \
-  auto TS_STATUS_CONCAT_(ts_assert_, __LINE__) = (expr);    \
-  ASSERT_TRUE(TS_STATUS_CONCAT_(ts_assert_, __LINE__).ok()) \
-      << TS_STATUS_CONCAT_(ts_assert_, __LINE__).status();  \
-  lhs = std::move(TS_STATUS_CONCAT_(ts_assert_, __LINE__)).value()
+#define TS_ASSERT_OK_AND_ASSIGN(lhs, expr) \
+  TS_ASSERT_OK_AND_ASSIGN_IMPL_(TS_STATUS_CONCAT_(ts_assert_, __LINE__), lhs, expr)
+#define TS_ASSERT_OK_AND_ASSIGN_IMPL_(var, lhs, expr) \
+  auto var = (expr);                                  \
+  ASSERT_TRUE(var.ok()) << var.status();              \
+  lhs = std::move(var).value()
 
 #endif  // TESTSHARD_COMMON_TESTING_STATUS_MATCHERS_H_

@@ -9,6 +9,8 @@ namespace testshard {
 
 // Adds a subcommand whose body runs after parsing; `*exit_code` receives its result.
 void AddVersionCommand(CLI::App& app, int* exit_code);
+void AddRunCommands(CLI::App& app, int* exit_code);  // run, coordinator
+void AddAgentCommand(CLI::App& app, int* exit_code);
 
 }  // namespace testshard
 

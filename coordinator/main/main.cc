@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   CLI::App app{"testshard: shard pytest marker stages across agents, each with its own PostgreSQL database"};
   app.require_subcommand(1);
   int exit_code = 0;
+  testshard::AddRunCommands(app, &exit_code);
+  testshard::AddAgentCommand(app, &exit_code);
   testshard::AddVersionCommand(app, &exit_code);
   try {
     app.parse(argc, argv);

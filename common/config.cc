@@ -1,0 +1,355 @@
+#include "common/config.h"
+
+#include <cctype>
+#include <filesystem>
+#include <functional>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status.h"
+#include "toml++/toml.h"
+
+namespace testshard {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string TypeName(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a number";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "a date or time";
+  }
+}
+
+// Walks the document with the file name and key path at hand, so every error can say where it is.
+class Reader {
+ public:
+  explicit Reader(std::string file) : file_(std::move(file)) {}
+
+  absl::Status Error(const toml::node& n, std::string_view key, std::string_view what) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file_, ":", n.source().begin.line, ": ", ToAbsl(key), ": ", ToAbsl(what)));
+  }
+
+  // Refuses keys not in `allowed`: a misspelt key silently ignored is a stage silently not configured.
+  absl::Status OnlyKeys(const toml::table& t, std::string_view prefix, const std::set<std::string>& allowed) const {
+    for (auto&& [k, v] : t) {
+      if (!allowed.count(std::string(k.str()))) {
+        return absl::InvalidArgumentError(absl::StrCat(file_, ":", k.source().begin.line, ": ", ToAbsl(prefix),
+                                                       ToAbsl(k.str()), ": unknown key (expected one of: ",
+                                                       absl::StrJoin(allowed, ", "), ")"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::string> String(const toml::node& n, std::string_view key) const {
+    if (!n.is_string()) return Error(n, key, absl::StrCat("expected a string, got ", TypeName(n)));
+    return std::string(*n.value<std::string>());
+  }
+
+  absl::StatusOr<int64_t> Int(const toml::node& n, std::string_view key, int64_t min) const {
+    if (!n.is_integer()) return Error(n, key, absl::StrCat("expected an integer, got ", TypeName(n)));
+    int64_t v = *n.value<int64_t>();
+    if (v < min) return Error(n, key, absl::StrCat("must be at least ", min, ", got ", v));
+    return v;
+  }
+
+  absl::StatusOr<bool> Bool(const toml::node& n, std::string_view key) const {
+    if (!n.is_boolean()) return Error(n, key, absl::StrCat("expected true or false, got ", TypeName(n)));
+    return *n.value<bool>();
+  }
+
+  absl::StatusOr<std::vector<std::string>> StringList(const toml::node& n, std::string_view key) const {
+    const toml::array* a = n.as_array();
+    if (!a) return Error(n, key, absl::StrCat("expected an array of strings, got ", TypeName(n)));
+    std::vector<std::string> out;
+    for (size_t i = 0; i < a->size(); ++i) {
+      TS_ASSIGN_OR_RETURN(std::string s, String((*a)[i], absl::StrCat(ToAbsl(key), "[", i, "]")));
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<std::string>> Argv(const toml::node& n, std::string_view key) const {
+    TS_ASSIGN_OR_RETURN(auto argv, StringList(n, key));
+    if (argv.empty() || argv[0].empty()) {
+      return Error(n, key, "expected a non-empty argv list such as [\"/usr/bin/python3\", \"-m\", \"pytest\"]");
+    }
+    return argv;
+  }
+
+  absl::StatusOr<std::map<std::string, std::string>> StringMap(const toml::node& n, std::string_view key) const {
+    const toml::table* t = n.as_table();
+    if (!t) return Error(n, key, absl::StrCat("expected a table of strings, got ", TypeName(n)));
+    std::map<std::string, std::string> out;
+    for (auto&& [k, v] : *t) {
+      std::string name(k.str());
+      TS_ASSIGN_OR_RETURN(out[name], String(v, absl::StrCat(ToAbsl(key), ".", name)));
+    }
+    return out;
+  }
+
+  absl::StatusOr<absl::Duration> Duration(const toml::node& n, std::string_view key) const {
+    if (n.is_integer() || n.is_floating_point()) {
+      double s = n.is_integer() ? static_cast<double>(*n.value<int64_t>()) : *n.value<double>();
+      if (s < 0) return Error(n, key, "must not be negative");
+      return absl::Seconds(s);
+    }
+    if (n.is_string()) {
+      absl::Duration d;
+      if (absl::ParseDuration(*n.value<std::string>(), &d) && d >= absl::ZeroDuration()) return d;
+      return Error(n, key, "expected seconds or a duration such as \"90s\" or \"10m\"");
+    }
+    return Error(n, key, absl::StrCat("expected seconds or a duration string, got ", TypeName(n)));
+  }
+
+  absl::Status Database(const toml::node& n, DatabaseConfig* db) const {
+    const toml::table* t = n.as_table();
+    if (!t) return Error(n, "database", absl::StrCat("expected a table, got ", TypeName(n)));
+    TS_RETURN_IF_ERROR(OnlyKeys(*t, "database.", {"mode", "url", "role", "env", "setup", "template_inputs"}));
+    db->mode = DatabaseConfig::Mode::kEmbedded;
+    if (const toml::node* m = t->get("mode")) {
+      TS_ASSIGN_OR_RETURN(std::string mode, String(*m, "database.mode"));
+      if (mode == "embedded") {
+        db->mode = DatabaseConfig::Mode::kEmbedded;
+      } else if (mode == "server") {
+        db->mode = DatabaseConfig::Mode::kServer;
+      } else if (mode == "none") {
+        db->mode = DatabaseConfig::Mode::kNone;
+      } else {
+        return Error(*m, "database.mode", absl::StrCat("expected \"embedded\", \"server\" or \"none\", got \"",
+                                                       mode, "\""));
+      }
+    }
+    if (const toml::node* u = t->get("url")) { TS_ASSIGN_OR_RETURN(db->url, String(*u, "database.url")); }
+    if (db->mode == DatabaseConfig::Mode::kServer && db->url.empty() && !t->get("url")) {
+      return Error(n, "database.url", "mode = \"server\" needs the server's admin URL");
+    }
+    if (const toml::node* r = t->get("role")) { TS_ASSIGN_OR_RETURN(db->role, String(*r, "database.role")); }
+    if (const toml::node* e = t->get("env")) { TS_ASSIGN_OR_RETURN(db->env, StringMap(*e, "database.env")); }
+    if (const toml::node* s = t->get("setup")) {
+      const toml::array* a = s->as_array();
+      if (!a) return Error(*s, "database.setup", "expected an array of argv lists");
+      for (size_t i = 0; i < a->size(); ++i) {
+        TS_ASSIGN_OR_RETURN(auto argv, Argv((*a)[i], absl::StrCat("database.setup[", i, "]")));
+        db->setup.push_back(std::move(argv));
+      }
+    }
+    if (const toml::node* g = t->get("template_inputs")) {
+      TS_ASSIGN_OR_RETURN(db->template_inputs, StringList(*g, "database.template_inputs"));
+    }
+    if (db->mode != DatabaseConfig::Mode::kNone && db->env.empty()) {
+      return Error(n, "database.env",
+                   "name at least one env var to receive the database, e.g. env = { DATABASE_URL = \"{url}\" }");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Stage(const toml::node& n, size_t index, StageConfig* stage) const {
+    std::string key = absl::StrCat("stages[", index, "]");
+    const toml::table* t = n.as_table();
+    if (!t) return Error(n, key, absl::StrCat("expected a table, got ", TypeName(n)));
+    TS_RETURN_IF_ERROR(OnlyKeys(*t, key + ".",
+                                {"name", "markers", "maxfail", "timeout", "branches", "continue_on_failure"}));
+    const toml::node* name = t->get("name");
+    if (!name) return Error(n, key + ".name", "every stage needs a name");
+    TS_ASSIGN_OR_RETURN(stage->name, String(*name, key + ".name"));
+    if (stage->name.empty()) return Error(*name, key + ".name", "must not be empty");
+    for (char c : stage->name) {
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
+        return Error(*name, key + ".name", "use letters, digits, '-', '_' and '.' only");
+      }
+    }
+    if (const toml::node* m = t->get("markers")) {
+      TS_ASSIGN_OR_RETURN(stage->markers, String(*m, key + ".markers"));
+      absl::Status valid = ValidateMarkerExpression(stage->markers);
+      if (!valid.ok()) return Error(*m, key + ".markers", ToStd(valid.message()));
+    }
+    if (const toml::node* m = t->get("maxfail")) {
+      TS_ASSIGN_OR_RETURN(int64_t v, Int(*m, key + ".maxfail", 0));
+      stage->maxfail = static_cast<int>(v);
+    }
+    if (const toml::node* m = t->get("timeout")) { TS_ASSIGN_OR_RETURN(stage->timeout, Duration(*m, key + ".timeout")); }
+    if (const toml::node* m = t->get("branches")) {
+      TS_ASSIGN_OR_RETURN(stage->branches, StringList(*m, key + ".branches"));
+    }
+    if (const toml::node* m = t->get("continue_on_failure")) {
+      TS_ASSIGN_OR_RETURN(stage->continue_on_failure, Bool(*m, key + ".continue_on_failure"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Root(const toml::table& t, const toml::node& where, Config* c) const {
+    TS_RETURN_IF_ERROR(
+        OnlyKeys(t, "", {"project", "command", "workdir", "agents", "runner", "env", "database", "stages"}));
+    if (const toml::node* n = t.get("project")) { TS_ASSIGN_OR_RETURN(c->project, String(*n, "project")); }
+    const toml::node* command = t.get("command");
+    if (!command) return Error(where, "command", "missing: the test runner's argv, e.g. [\"/usr/bin/python3\", \"-m\", \"pytest\"]");
+    TS_ASSIGN_OR_RETURN(c->command, Argv(*command, "command"));
+    if (const toml::node* n = t.get("workdir")) { TS_ASSIGN_OR_RETURN(c->workdir, String(*n, "workdir")); }
+    if (const toml::node* n = t.get("agents")) {
+      TS_ASSIGN_OR_RETURN(int64_t v, Int(*n, "agents", 0));
+      if (v > 4096) return Error(*n, "agents", "at most 4096");
+      c->agents = static_cast<int>(v);
+    }
+    if (const toml::node* n = t.get("runner")) {
+      TS_ASSIGN_OR_RETURN(c->runner, String(*n, "runner"));
+      if (c->runner != "pytest") return Error(*n, "runner", "only \"pytest\" is supported so far");
+    }
+    if (const toml::node* n = t.get("env")) { TS_ASSIGN_OR_RETURN(c->env, StringMap(*n, "env")); }
+    if (const toml::node* n = t.get("database")) TS_RETURN_IF_ERROR(Database(*n, &c->database));
+    const toml::node* stages = t.get("stages");
+    if (!stages) return Error(where, "stages", "missing: at least one [[stages]] table with a name and markers");
+    const toml::array* a = stages->as_array();
+    if (!a || a->empty()) return Error(*stages, "stages", "expected one or more [[stages]] tables");
+    std::set<std::string> names;
+    for (size_t i = 0; i < a->size(); ++i) {
+      StageConfig s;
+      TS_RETURN_IF_ERROR(Stage((*a)[i], i, &s));
+      if (!names.insert(s.name).second) {
+        return Error(*(*a)[i].as_table()->get("name"), absl::StrCat("stages[", i, "].name"),
+                     absl::StrCat("duplicate stage \"", s.name, "\""));
+      }
+      c->stages.push_back(std::move(s));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string file_;
+};
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read config ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool IsPyproject(const std::string& path) { return fs::path(path).filename() == "pyproject.toml"; }
+
+}  // namespace
+
+absl::StatusOr<Config> ParseConfig(std::string_view text, const std::string& path) {
+  toml::table doc;
+  try {
+    doc = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ":", e.source().begin.line, ": ", ToAbsl(e.description())));
+  }
+  Reader reader(path);
+  const toml::table* root = &doc;
+  if (IsPyproject(path)) {
+    const toml::node* tool = doc.get("tool");
+    const toml::node* ts = tool && tool->as_table() ? tool->as_table()->get("testshard") : nullptr;
+    if (!ts) return absl::InvalidArgumentError(absl::StrCat(path, ": no [tool.testshard] table"));
+    if (!ts->as_table()) return reader.Error(*ts, "tool.testshard", "expected a table");
+    root = ts->as_table();
+  }
+  Config c;
+  c.path = path;
+  TS_RETURN_IF_ERROR(reader.Root(*root, *root, &c));
+  fs::path dir = fs::absolute(fs::path(path)).parent_path();
+  c.workdir = (dir / (c.workdir.empty() ? "." : c.workdir)).lexically_normal().string();
+  if (c.workdir.size() > 1 && c.workdir.back() == '/') c.workdir.pop_back();
+  if (c.project.empty()) c.project = dir.filename().string();
+  return c;
+}
+
+absl::StatusOr<Config> LoadConfig(const std::string& path) {
+  TS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return ParseConfig(text, path);
+}
+
+absl::StatusOr<std::string> FindConfig(const std::string& dir) {
+  fs::path d(dir);
+  if (fs::exists(d / "testshard.toml")) return (d / "testshard.toml").string();
+  fs::path py = d / "pyproject.toml";
+  if (fs::exists(py)) {
+    auto text = ReadFile(py.string());
+    if (text.ok() && text->find("[tool.testshard") != std::string::npos) return py.string();
+  }
+  return absl::NotFoundError(
+      absl::StrCat("no testshard.toml, and no pyproject.toml with [tool.testshard], in ", dir,
+                   " (pass --config PATH)"));
+}
+
+absl::Status ValidateMarkerExpression(std::string_view expr) {
+  // Grammar as pytest's mark/expression.py: expr := and ('or' and)*; and := not ('and' not)*;
+  // not := 'not' not | '(' expr ')' | ident. Identifiers are runs of anything but whitespace and parentheses.
+  std::vector<std::pair<std::string, size_t>> tokens;
+  for (size_t i = 0; i < expr.size();) {
+    char c = expr[i];
+    if (std::isspace(static_cast<unsigned char>(c))) {
+      ++i;
+    } else if (c == '(' || c == ')') {
+      tokens.emplace_back(std::string(1, c), i++);
+    } else {
+      size_t start = i;
+      while (i < expr.size() && !std::isspace(static_cast<unsigned char>(expr[i])) && expr[i] != '(' &&
+             expr[i] != ')') {
+        ++i;
+      }
+      tokens.emplace_back(std::string(expr.substr(start, i - start)), start);
+    }
+  }
+  if (tokens.empty()) return absl::OkStatus();
+  size_t pos = 0;
+  auto error = [&](std::string_view what) {
+    size_t column = pos < tokens.size() ? tokens[pos].second + 1 : expr.size() + 1;
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad marker expression \"", ToAbsl(expr), "\": ", ToAbsl(what), " at column ", column));
+  };
+  auto is = [&](std::string_view t) { return pos < tokens.size() && tokens[pos].first == t; };
+  std::function<absl::Status()> parse_or, parse_and, parse_not;
+  parse_not = [&]() -> absl::Status {
+    if (is("not")) {
+      ++pos;
+      return parse_not();
+    }
+    if (is("(")) {
+      ++pos;
+      TS_RETURN_IF_ERROR(parse_or());
+      if (!is(")")) return error("expected ')'");
+      ++pos;
+      return absl::OkStatus();
+    }
+    if (pos >= tokens.size()) return error("expected a marker name");
+    const std::string& t = tokens[pos].first;
+    if (t == "and" || t == "or" || t == ")") return error(absl::StrCat("expected a marker name, got '", t, "'"));
+    ++pos;
+    return absl::OkStatus();
+  };
+  parse_and = [&]() -> absl::Status {
+    TS_RETURN_IF_ERROR(parse_not());
+    while (is("and")) {
+      ++pos;
+      TS_RETURN_IF_ERROR(parse_not());
+    }
+    return absl::OkStatus();
+  };
+  parse_or = [&]() -> absl::Status {
+    TS_RETURN_IF_ERROR(parse_and());
+    while (is("or")) {
+      ++pos;
+      TS_RETURN_IF_ERROR(parse_and());
+    }
+    return absl::OkStatus();
+  };
+  TS_RETURN_IF_ERROR(parse_or());
+  if (pos != tokens.size()) return error(absl::StrCat("unexpected '", tokens[pos].first, "'"));
+  return absl::OkStatus();
+}
+
+}  // namespace testshard

@@ -1,0 +1,62 @@
+// The project's testshard configuration: `testshard.toml`, or `[tool.testshard]` inside `pyproject.toml`.
+#ifndef TESTSHARD_COMMON_CONFIG_H_
+#define TESTSHARD_COMMON_CONFIG_H_
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace testshard {
+
+struct StageConfig {
+  std::string name;
+  std::string markers;               // pytest -m expression; empty = every test
+  int maxfail = 0;                   // failures across all agents that cancel the rest of the stage; 0 = no limit
+  absl::Duration timeout = absl::ZeroDuration();  // per shard; zero = none
+  std::vector<std::string> branches;  // run only on these branches; empty = always
+  bool continue_on_failure = false;   // later stages run even when this one fails
+};
+
+struct DatabaseConfig {
+  enum class Mode { kNone, kEmbedded, kServer };
+  Mode mode = Mode::kNone;
+  std::string url;                              // server mode: an admin URL whose role has CREATEDB
+  std::string role;                             // role the tests connect as; empty = the admin role
+  std::map<std::string, std::string> env;       // env var -> template such as "{url}"
+  std::vector<std::vector<std::string>> setup;  // commands that build the template (migrations, seed)
+  std::vector<std::string> template_inputs;     // globs, relative to workdir, whose contents name the template
+};
+
+struct Config {
+  std::string path;                    // the file it was read from
+  std::string project;                 // history key; defaults to the config directory's name
+  std::vector<std::string> command;    // argv prefix of the test runner
+  std::string workdir;                 // absolute
+  int agents = 0;                      // 0 = one per core
+  std::string runner = "pytest";
+  std::map<std::string, std::string> env;
+  DatabaseConfig database;
+  std::vector<StageConfig> stages;
+};
+
+// Reads and validates a config file. A `.toml` file named pyproject.toml is read from its [tool.testshard] table,
+// any other file from its top level. Errors are InvalidArgument naming the file, the key and the line.
+absl::StatusOr<Config> LoadConfig(const std::string& path);
+
+// The same, from text; `path` is used for messages and to resolve `workdir`.
+absl::StatusOr<Config> ParseConfig(std::string_view text, const std::string& path);
+
+// Finds the config for `dir`: testshard.toml, else a pyproject.toml that has [tool.testshard]. NotFound otherwise.
+absl::StatusOr<std::string> FindConfig(const std::string& dir);
+
+// Checks a pytest marker expression's syntax (identifiers, and/or/not, parentheses) so a typo is refused before
+// anything runs. Returns InvalidArgument with the position of the problem.
+absl::Status ValidateMarkerExpression(std::string_view expr);
+
+}  // namespace testshard
+
+#endif  // TESTSHARD_COMMON_CONFIG_H_

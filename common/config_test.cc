@@ -1,0 +1,123 @@
+#include "common/config.h"
+
+#include "common/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace testshard {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testshard::testing::IsOk;
+using ::testshard::testing::StatusIs;
+constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
+
+constexpr char kGood[] = R"(
+command = ["/usr/bin/python3", "-m", "pytest"]
+workdir = "app"
+agents = 3
+
+[env]
+LOG_LEVEL = "WARNING"
+
+[database]
+role = "app_user"
+setup = [["/usr/bin/python3", "-m", "alembic", "upgrade", "head"]]
+template_inputs = ["alembic/**"]
+env = { SQLALCHEMY_DATABASE_TEST_URL = "{url}" }
+
+[[stages]]
+name = "unit-critical"
+markers = "unit and critical"
+maxfail = 5
+timeout = "2m"
+
+[[stages]]
+name = "slow"
+markers = "slow"
+branches = ["main"]
+continue_on_failure = true
+)";
+
+TEST(ConfigTest, ParsesEveryField) {
+  TS_ASSERT_OK_AND_ASSIGN(Config c, ParseConfig(kGood, "/proj/testshard.toml"));
+  EXPECT_EQ(c.command, (std::vector<std::string>{"/usr/bin/python3", "-m", "pytest"}));
+  EXPECT_EQ(c.workdir, "/proj/app");
+  EXPECT_EQ(c.project, "proj");
+  EXPECT_EQ(c.agents, 3);
+  EXPECT_EQ(c.env.at("LOG_LEVEL"), "WARNING");
+  EXPECT_EQ(c.database.mode, DatabaseConfig::Mode::kEmbedded);
+  EXPECT_EQ(c.database.role, "app_user");
+  EXPECT_EQ(c.database.setup.size(), 1u);
+  EXPECT_EQ(c.database.env.at("SQLALCHEMY_DATABASE_TEST_URL"), "{url}");
+  ASSERT_EQ(c.stages.size(), 2u);
+  EXPECT_EQ(c.stages[0].name, "unit-critical");
+  EXPECT_EQ(c.stages[0].maxfail, 5);
+  EXPECT_EQ(c.stages[0].timeout, absl::Minutes(2));
+  EXPECT_EQ(c.stages[1].branches, std::vector<std::string>{"main"});
+  EXPECT_TRUE(c.stages[1].continue_on_failure);
+}
+
+TEST(ConfigTest, ReadsToolTestshardFromPyproject) {
+  std::string text = R"([tool.pytest.ini_options]
+addopts = "-q"
+
+[tool.testshard]
+command = ["pytest"]
+
+[[tool.testshard.stages]]
+name = "all"
+)";
+  TS_ASSERT_OK_AND_ASSIGN(Config c, ParseConfig(text, "/p/pyproject.toml"));
+  EXPECT_EQ(c.stages[0].name, "all");
+  EXPECT_EQ(c.database.mode, DatabaseConfig::Mode::kNone);
+  EXPECT_THAT(ParseConfig("[tool.pytest]\nx = 1\n", "/p/pyproject.toml"),
+              StatusIs(kInvalid, HasSubstr("no [tool.testshard]")));
+}
+
+TEST(ConfigTest, UnknownKeyNamesFileKeyAndLine) {
+  std::string text = "command = [\"pytest\"]\n[[stages]]\nname = \"a\"\nmaxfial = 3\n";
+  EXPECT_THAT(ParseConfig(text, "t.toml"),
+              StatusIs(kInvalid, HasSubstr("t.toml:4: stages[0].maxfial: unknown key")));
+}
+
+TEST(ConfigTest, WrongTypeNamesFileKeyAndLine) {
+  std::string text = "command = [\"pytest\"]\n\n[[stages]]\nname = \"a\"\nmaxfail = \"three\"\n";
+  EXPECT_THAT(ParseConfig(text, "t.toml"),
+              StatusIs(kInvalid, HasSubstr("t.toml:5: stages[0].maxfail: expected an integer, got a string")));
+  EXPECT_THAT(ParseConfig("command = \"pytest -q\"\n[[stages]]\nname=\"a\"\n", "t.toml"),
+              StatusIs(kInvalid, HasSubstr("t.toml:1: command: expected an array of strings")));
+}
+
+TEST(ConfigTest, SyntaxErrorNamesLine) {
+  EXPECT_THAT(ParseConfig("command = [\"pytest\"\n", "t.toml"), StatusIs(kInvalid, HasSubstr("t.toml:")));
+}
+
+TEST(ConfigTest, MissingPiecesAreRefused) {
+  EXPECT_THAT(ParseConfig("[[stages]]\nname = \"a\"\n", "t.toml"), StatusIs(kInvalid, HasSubstr("command: missing")));
+  EXPECT_THAT(ParseConfig("command = [\"pytest\"]\n", "t.toml"), StatusIs(kInvalid, HasSubstr("stages: missing")));
+  EXPECT_THAT(ParseConfig("command = []\n[[stages]]\nname = \"a\"\n", "t.toml"),
+              StatusIs(kInvalid, HasSubstr("non-empty argv")));
+  EXPECT_THAT(ParseConfig("command = [\"p\"]\n[[stages]]\nname = \"a\"\n[[stages]]\nname = \"a\"\n", "t.toml"),
+              StatusIs(kInvalid, HasSubstr("t.toml:5: stages[1].name: duplicate stage")));
+  EXPECT_THAT(ParseConfig("command = [\"p\"]\n[database]\nrole = \"x\"\n[[stages]]\nname = \"a\"\n", "t.toml"),
+              StatusIs(kInvalid, HasSubstr("database.env")));
+}
+
+TEST(ConfigTest, BadMarkerExpressionIsRefusedWithLine) {
+  std::string text = "command = [\"p\"]\n[[stages]]\nname = \"a\"\nmarkers = \"unit and\"\n";
+  EXPECT_THAT(ParseConfig(text, "t.toml"), StatusIs(kInvalid, HasSubstr("t.toml:4: stages[0].markers: bad marker")));
+}
+
+TEST(MarkerExpressionTest, AcceptsPytestGrammar) {
+  for (const char* ok : {"", "unit", "unit and critical", "integration and not slow", "not (a or b) and c",
+                         "(slow)", "not not x"}) {
+    EXPECT_THAT(ValidateMarkerExpression(ok), IsOk()) << ok;
+  }
+  for (const char* bad : {"and", "unit and", "(unit", "unit)", "unit critical", "not", "a or or b"}) {
+    EXPECT_THAT(ValidateMarkerExpression(bad), StatusIs(kInvalid, HasSubstr("column"))) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace testshard

@@ -1,0 +1,275 @@
+#include "common/postgres/embedded_postgres.h"
+
+#include <arpa/inet.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "spdlog/spdlog.h"
+
+namespace testshard::pg {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kDirPrefix[] = "testshard-pg-";
+constexpr char kOwnerFile[] = "owner.pid";
+
+bool HasServerBinaries(const fs::path& dir) {
+  return access((dir / "initdb").c_str(), X_OK) == 0 && access((dir / "postgres").c_str(), X_OK) == 0;
+}
+
+std::string DefaultBaseDir() {
+  // tmpfs makes clones and drops 3-8x faster (reference/postgres-isolation.md 6.2); use it when it has room.
+  struct statvfs st;
+  if (statvfs("/dev/shm", &st) == 0 && access("/dev/shm", W_OK) == 0 &&
+      static_cast<double>(st.f_bavail) * st.f_frsize > 2.0 * (1 << 30)) {
+    return "/dev/shm";
+  }
+  const char* tmp = getenv("TMPDIR");
+  return tmp && *tmp ? tmp : "/tmp";
+}
+
+absl::StatusOr<int> FreeLoopbackPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::InternalError("socket() failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    return absl::InternalError("cannot find a free loopback port");
+  }
+  int port = ntohs(addr.sin_port);
+  close(fd);
+  return port;
+}
+
+bool ProcessAlive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+
+absl::Status RunQuiet(ProcessSpec spec, const std::string& what) {
+  PosixProcessRunner runner;
+  TS_ASSIGN_OR_RETURN(ProcessResult r, runner.Run(spec, nullptr));
+  if (!r.ok()) {
+    return absl::InternalError(
+        absl::StrCat(what, " failed (", r.Describe(), "):\n", ReadTail(spec.stdout_path, 4096)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> FindPostgresBinDir(const std::string& configured) {
+  if (!configured.empty()) {
+    if (HasServerBinaries(configured)) return configured;
+    return absl::NotFoundError(absl::StrCat("no initdb and postgres in ", configured));
+  }
+  if (const char* path = getenv("PATH")) {
+    std::string p = path;
+    size_t start = 0;
+    while (start <= p.size()) {
+      size_t end = std::min(p.find(':', start), p.size());
+      fs::path candidate = fs::path(p.substr(start, end - start)) / "initdb";
+      std::error_code ec;
+      if (!candidate.parent_path().empty() && fs::exists(candidate, ec)) {
+        fs::path real = fs::canonical(candidate, ec).parent_path();
+        if (!ec && HasServerBinaries(real)) return real.string();
+      }
+      start = end + 1;
+    }
+  }
+  // pg_config --bindir, without a shell.
+  char tmpl[] = "/tmp/ts-pgconfig-XXXXXX";
+  int fd = mkstemp(tmpl);
+  if (fd >= 0) {
+    close(fd);
+    ProcessSpec spec;
+    spec.argv = {"pg_config", "--bindir"};
+    spec.stdout_path = tmpl;
+    PosixProcessRunner runner;
+    auto r = runner.Run(spec, nullptr);
+    std::string out = ReadTail(tmpl, 4096);
+    unlink(tmpl);
+    while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+    if (r.ok() && r->ok() && HasServerBinaries(out)) return out;
+  }
+  std::vector<fs::path> versions;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/usr/lib/postgresql", ec)) {
+    if (HasServerBinaries(e.path() / "bin")) versions.push_back(e.path() / "bin");
+  }
+  if (!versions.empty()) {
+    std::sort(versions.begin(), versions.end(), [](const fs::path& a, const fs::path& b) {
+      return std::atoi(a.parent_path().filename().c_str()) < std::atoi(b.parent_path().filename().c_str());
+    });
+    return versions.back().string();
+  }
+  return absl::NotFoundError(
+      "PostgreSQL server binaries (initdb, postgres) not found on PATH, via pg_config, or in /usr/lib/postgresql; "
+      "install the postgresql package (scripts/setup does) or set the bin directory");
+}
+
+int EmbeddedPostgres::SweepStale(const std::string& base_dir) {
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(base_dir, ec)) {
+    if (e.path().filename().string().rfind(kDirPrefix, 0) != 0) continue;
+    std::ifstream owner(e.path() / kOwnerFile);
+    pid_t pid = 0;
+    if (!(owner >> pid) || ProcessAlive(pid)) continue;
+    // The owner is gone. Its server should have died with it (parent-death signal); make sure.
+    std::ifstream pm(e.path() / "data" / "postmaster.pid");
+    pid_t server = 0;
+    if (pm >> server && ProcessAlive(server)) kill(server, SIGKILL);
+    fs::remove_all(e.path(), ec);
+    if (!ec) ++removed;
+  }
+  return removed;
+}
+
+absl::StatusOr<std::unique_ptr<EmbeddedPostgres>> EmbeddedPostgres::Start(const EmbeddedOptions& options) {
+  absl::Time began = absl::Now();
+  TS_ASSIGN_OR_RETURN(std::string bin, FindPostgresBinDir(options.bin_dir));
+  std::string base = options.base_dir.empty() ? DefaultBaseDir() : options.base_dir;
+  int swept = SweepStale(base);
+  if (swept) spdlog::info("removed {} stale embedded PostgreSQL cluster(s) from {}", swept, base);
+
+  std::string tmpl = absl::StrCat(base, "/", kDirPrefix, "XXXXXX");
+  if (!mkdtemp(tmpl.data())) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot create a directory in ", base, ": ", strerror(errno)));
+  }
+  std::unique_ptr<EmbeddedPostgres> pg(new EmbeddedPostgres());
+  pg->dir_ = tmpl;
+  std::ofstream(pg->dir_ + "/" + kOwnerFile) << getpid() << "\n";
+
+  // initdb refuses to run as root: run the cluster as an unprivileged user and hand it the directory.
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+  if (geteuid() == 0) {
+    passwd* pw = getpwnam(options.run_as.c_str());
+    if (!pw) pw = getpwnam("nobody");
+    if (!pw) return absl::FailedPreconditionError("running as root, and no 'postgres' or 'nobody' user to run as");
+    uid = pw->pw_uid;
+    gid = pw->pw_gid;
+    if (chown(pg->dir_.c_str(), *uid, *gid) != 0) {
+      return absl::InternalError(absl::StrCat("chown ", pg->dir_, ": ", strerror(errno)));
+    }
+  }
+  chmod(pg->dir_.c_str(), 0700);
+
+  ProcessSpec init;
+  init.argv = {bin + "/initdb", "-D", pg->dir_ + "/data", "-U", "postgres", "-A", "trust", "-E", "UTF8",
+               "--locale=C", "--no-sync", "--no-instructions"};
+  init.stdout_path = init.stderr_path = pg->dir_ + "/initdb.log";
+  init.uid = uid;
+  init.gid = gid;
+  init.env["LC_ALL"] = "C";
+  init.cwd = pg->dir_;
+  // The log file is created by us (root) before the switch; make it writable for the server user.
+  std::ofstream(init.stdout_path).close();
+  if (uid) chown(init.stdout_path.c_str(), *uid, *gid);
+  TS_RETURN_IF_ERROR(RunQuiet(init, "initdb"));
+
+  int port = 5432;  // the socket lives in our private directory, so the default port cannot collide
+  if (options.tcp) {
+    TS_ASSIGN_OR_RETURN(port, FreeLoopbackPort());
+  }
+  ProcessSpec server;
+  server.argv = {bin + "/postgres", "-D", pg->dir_ + "/data", "-k", pg->dir_, "-p", std::to_string(port),
+                 "-c", absl::StrCat("listen_addresses=", options.tcp ? "127.0.0.1" : ""),
+                 // Durability off: a crashed test cluster is thrown away, never recovered.
+                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                 "-c", "wal_level=minimal", "-c", "max_wal_senders=0", "-c", "max_wal_size=4GB",
+                 "-c", "checkpoint_timeout=1h", "-c", "shared_buffers=128MB",
+                 "-c", absl::StrCat("max_connections=", options.max_connections),
+                 "-c", "unix_socket_permissions=0777",
+                 // Shared memory segments inside the data directory, so they go when it goes.
+                 "-c", "dynamic_shared_memory_type=mmap", "-c", "logging_collector=off"};
+  server.stdout_path = server.stderr_path = pg->dir_ + "/server.log";
+  std::ofstream(server.stdout_path).close();
+  if (uid) chown(server.stdout_path.c_str(), *uid, *gid);
+  server.uid = uid;
+  server.gid = gid;
+  server.cwd = pg->dir_;
+  server.env["LC_ALL"] = "C";
+  // SIGQUIT is PostgreSQL's immediate shutdown: if we are killed, the server goes with us.
+  server.parent_death_signal = SIGQUIT;
+  TS_ASSIGN_OR_RETURN(Subprocess proc, Subprocess::Start(server));
+  pg->server_.emplace(std::move(proc));
+
+  pg->admin_.host = pg->dir_;
+  pg->admin_.port = port;
+  pg->admin_.user = "postgres";
+  pg->admin_.dbname = "postgres";
+  if (options.tcp) {
+    Connection tcp = pg->admin_;
+    tcp.host = "127.0.0.1";
+    pg->admin_tcp_ = tcp;
+  }
+  std::string conninfo = pg->admin_.Conninfo();
+  absl::Time deadline = absl::Now() + options.start_timeout;
+  while (true) {
+    if (PQping(conninfo.c_str()) == PQPING_OK) break;
+    ProcessResult exited;
+    if (pg->server_->Poll(&exited)) {
+      return absl::InternalError(absl::StrCat("PostgreSQL server exited during start-up (", exited.Describe(),
+                                              "):\n", ReadTail(server.stdout_path, 4096)));
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("PostgreSQL server not ready after ",
+                                                      absl::FormatDuration(options.start_timeout), ":\n",
+                                                      ReadTail(server.stdout_path, 4096)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  pg->startup_time_ = absl::Now() - began;
+  return pg;
+}
+
+absl::Status EmbeddedPostgres::Stop() {
+  if (server_) {
+    // SIGINT is a fast shutdown: sessions are cut, nothing is flushed that we will not throw away anyway.
+    server_->SignalGroup(SIGINT);
+    absl::Time deadline = absl::Now() + absl::Seconds(10);
+    ProcessResult r;
+    while (!server_->Poll(&r)) {
+      if (absl::Now() > deadline) {
+        server_->SignalGroup(SIGKILL);
+        server_->Wait();
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    server_.reset();
+  }
+  if (!dir_.empty()) {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+    if (ec) return absl::InternalError(absl::StrCat("cannot remove ", dir_, ": ", ec.message()));
+    dir_.clear();
+  }
+  return absl::OkStatus();
+}
+
+EmbeddedPostgres::~EmbeddedPostgres() {
+  absl::Status s = Stop();
+  if (!s.ok()) spdlog::warn("{}", ToStd(s.message()));
+}
+
+}  // namespace testshard::pg

@@ -1,0 +1,64 @@
+// A throwaway PostgreSQL cluster for tests: initdb into a private directory (on tmpfs when there is room), a server
+// listening on a unix socket in that directory (and loopback TCP when asked), settings for speed rather than
+// durability, and everything removed on Stop(), on destruction, and - through a parent-death signal and a sweep of
+// stale directories at the next start - after the owner was killed.
+#ifndef TESTSHARD_COMMON_POSTGRES_EMBEDDED_POSTGRES_H_
+#define TESTSHARD_COMMON_POSTGRES_EMBEDDED_POSTGRES_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/postgres/connection.h"
+#include "common/process.h"
+
+namespace testshard::pg {
+
+struct EmbeddedOptions {
+  std::string bin_dir;     // empty: next to initdb on PATH, else `pg_config --bindir`, else /usr/lib/postgresql/*/bin
+  std::string base_dir;    // empty: /dev/shm when it has room, else $TMPDIR or /tmp
+  std::string run_as = "postgres";  // the unprivileged user the server runs as when we are root
+  bool tcp = false;        // also listen on 127.0.0.1 at a free port
+  int max_connections = 300;
+  absl::Duration start_timeout = absl::Seconds(60);
+};
+
+// Not thread-safe. Start it from a thread that lives as long as the server should (see ProcessSpec).
+class EmbeddedPostgres {
+ public:
+  static absl::StatusOr<std::unique_ptr<EmbeddedPostgres>> Start(const EmbeddedOptions& options);
+  ~EmbeddedPostgres();
+
+  // The superuser's connection to the `postgres` database, over the unix socket.
+  Connection admin() const { return admin_; }
+  // Loopback TCP connection, when started with tcp = true.
+  std::optional<Connection> admin_tcp() const { return admin_tcp_; }
+  const std::string& dir() const { return dir_; }
+  pid_t server_pid() const { return server_ ? server_->pid() : -1; }
+  absl::Duration startup_time() const { return startup_time_; }
+
+  // Fast shutdown, then removes the directory. Idempotent.
+  absl::Status Stop();
+
+  // Removes clusters left by owners that no longer run (found by the owner pid file in each directory).
+  // Returns how many were removed.
+  static int SweepStale(const std::string& base_dir);
+
+ private:
+  EmbeddedPostgres() = default;
+
+  std::string dir_;
+  Connection admin_;
+  std::optional<Connection> admin_tcp_;
+  std::optional<Subprocess> server_;
+  absl::Duration startup_time_;
+};
+
+// The directory holding initdb and postgres, found as EmbeddedOptions::bin_dir describes.
+absl::StatusOr<std::string> FindPostgresBinDir(const std::string& configured);
+
+}  // namespace testshard::pg
+
+#endif  // TESTSHARD_COMMON_POSTGRES_EMBEDDED_POSTGRES_H_

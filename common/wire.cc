@@ -1,0 +1,131 @@
+#include "common/wire.h"
+
+#include <sys/random.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status.h"
+
+namespace testshard {
+namespace {
+
+v1::TestResult::Outcome OutcomeToWire(Outcome o) {
+  switch (o) {
+    case Outcome::kPassed: return v1::TestResult::PASSED;
+    case Outcome::kFailed: return v1::TestResult::FAILED;
+    case Outcome::kError: return v1::TestResult::ERROR;
+    case Outcome::kSkipped: return v1::TestResult::SKIPPED;
+    case Outcome::kNotRun: return v1::TestResult::NOT_RUN;
+  }
+  return v1::TestResult::ERROR;
+}
+
+Outcome OutcomeFromWire(v1::TestResult::Outcome o) {
+  switch (o) {
+    case v1::TestResult::PASSED: return Outcome::kPassed;
+    case v1::TestResult::FAILED: return Outcome::kFailed;
+    case v1::TestResult::SKIPPED: return Outcome::kSkipped;
+    case v1::TestResult::NOT_RUN: return Outcome::kNotRun;
+    default: return Outcome::kError;  // unknown or unspecified is never a pass
+  }
+}
+
+}  // namespace
+
+v1::TestResult ToWire(const TestCase& tc) {
+  v1::TestResult r;
+  r.set_test_id(tc.id);
+  r.set_outcome(OutcomeToWire(tc.result.outcome));
+  r.set_duration_s(tc.result.time_s);
+  r.set_message(tc.result.message);
+  r.set_details(tc.result.details);
+  r.set_system_out(tc.result.system_out);
+  r.set_system_err(tc.result.system_err);
+  r.set_classname(tc.classname);
+  r.set_name(tc.name);
+  for (const auto& [name, value] : tc.properties) {
+    v1::Property* p = r.add_properties();
+    p->set_name(name);
+    p->set_value(value);
+  }
+  return r;
+}
+
+TestCase FromWire(const v1::TestResult& r) {
+  TestCase tc;
+  tc.id = r.test_id();
+  tc.classname = r.classname();
+  tc.name = r.name();
+  tc.result.outcome = OutcomeFromWire(r.outcome());
+  tc.result.time_s = r.duration_s();
+  tc.result.message = r.message();
+  tc.result.details = r.details();
+  tc.result.system_out = r.system_out();
+  tc.result.system_err = r.system_err();
+  for (const v1::Property& p : r.properties()) tc.properties.emplace_back(p.name(), p.value());
+  return tc;
+}
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+absl::Status CheckArtifactName(std::string_view name) {
+  bool ok = !name.empty() && name.size() <= 128 && name != "." && name != "..";
+  for (char c : name) {
+    ok &= (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+          c == '-';
+  }
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("artifact name \"", absl::CHexEscape(ToAbsl(name.substr(0, 200))),
+                   "\" refused: use one plain file name of letters, digits, '.', '_' and '-'"));
+}
+
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+absl::StatusOr<std::string> LoadToken(const std::string& token_file) {
+  std::string token;
+  if (const char* env = getenv("TESTSHARD_TOKEN"); env && *env) {
+    token = env;
+  } else if (!token_file.empty()) {
+    std::ifstream in(token_file);
+    if (!in) return absl::NotFoundError(absl::StrCat("cannot read token file ", token_file));
+    std::getline(in, token);
+  } else {
+    return absl::NotFoundError("no token: set TESTSHARD_TOKEN or pass --token-file");
+  }
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  if (token.size() < 16) return absl::InvalidArgumentError("the token is shorter than 16 characters");
+  return token;
+}
+
+std::string RandomToken() {
+  unsigned char buf[32];
+  size_t got = 0;
+  while (got < sizeof buf) {
+    ssize_t n = getrandom(buf + got, sizeof buf - got, 0);
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  std::string out;
+  for (unsigned char c : buf) out += absl::StrFormat("%02x", c);
+  return out;
+}
+
+}  // namespace testshard

@@ -1,0 +1,217 @@
+#include "coordinator/main/session.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/junit_writer.h"
+#include "common/process.h"
+#include "common/status.h"
+#include "common/wire.h"
+
+namespace testshard {
+namespace {
+
+namespace fs = std::filesystem;
+using coordinator::StageProgress;
+using coordinator::StageStatus;
+
+std::string Seconds(absl::Duration d) { return absl::StrFormat("%.1fs", absl::ToDoubleSeconds(d)); }
+
+std::string Line(const StageProgress& p) {
+  std::string s = absl::StrFormat("%-20s %-10s", p.name, coordinator::StageStatusName(p.status));
+  if (p.total > 0 || p.status == StageStatus::kRunning) {
+    s += absl::StrFormat(" %d/%d", p.done, p.total);
+    if (p.failed + p.errors) s += absl::StrFormat(", %d failed", p.failed + p.errors);
+    if (p.not_run) s += absl::StrFormat(", %d not run", p.not_run);
+  }
+  if (p.elapsed > absl::ZeroDuration()) s += "  " + Seconds(p.elapsed);
+  return s;
+}
+
+}  // namespace
+
+sigset_t BlockTerminationSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+std::string DetectBranch(const std::string& flag, const std::string& dir) {
+  if (!flag.empty()) return flag;
+  for (const char* var : {"TESTSHARD_BRANCH", "GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME",
+                          "BUILDKITE_BRANCH", "BRANCH_NAME"}) {
+    if (const char* v = getenv(var); v && *v) return v;
+  }
+  char tmpl[] = "/tmp/ts-branch-XXXXXX";
+  int fd = mkstemp(tmpl);
+  if (fd < 0) return "";
+  close(fd);
+  ProcessSpec spec;
+  spec.argv = {"git", "rev-parse", "--abbrev-ref", "HEAD"};
+  spec.cwd = dir;
+  spec.stdout_path = tmpl;
+  PosixProcessRunner runner;
+  auto r = runner.Run(spec, nullptr);
+  std::string out = ReadTail(tmpl, 256);
+  unlink(tmpl);
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return r.ok() && r->ok() && out != "HEAD" ? out : "";
+}
+
+v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
+  v1::RunSpec spec;
+  for (const std::string& a : config.command) spec.add_command(a);
+  fs::path root = fs::path(config.path).parent_path();
+  spec.set_workdir(fs::relative(config.workdir, fs::absolute(root)).string());
+  spec.mutable_env()->insert(config.env.begin(), config.env.end());
+  spec.set_runner(config.runner);
+  const DatabaseConfig& db = config.database;
+  v1::DatabaseSpec* d = spec.mutable_database();
+  d->set_enabled(db.mode != DatabaseConfig::Mode::kNone);
+  d->mutable_env()->insert(db.env.begin(), db.env.end());
+  for (const auto& argv : db.setup) {
+    v1::Command* c = d->add_setup();
+    for (const std::string& a : argv) c->add_argv(a);
+  }
+  d->set_role(db.role);
+  for (const std::string& g : db.template_inputs) d->add_template_inputs(g);
+  d->set_server_url(server_url);
+  return spec;
+}
+
+absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, const SessionOptions& options) {
+  auto s = std::unique_ptr<Session>(new Session());
+  s->config_ = config;
+  s->run_id_ = RandomToken().substr(0, 12);
+  s->started_ = absl::Now();
+  s->tty_ = isatty(STDOUT_FILENO);
+  coordinator::RunOptions ro;
+  ro.stages = config.stages;
+  ro.branch = options.branch;
+  ro.expected_agents = std::max(1, options.agents);
+  ro.lease_ttl = options.lease_ttl;
+  s->run_ = std::make_unique<coordinator::RunState>(ro, std::make_unique<coordinator::EqualCountPlanner>(),
+                                                    RealClock::Get());
+  coordinator::ServiceOptions so;
+  so.run_id = s->run_id_;
+  so.token = options.token;
+  so.artifact_dir = options.run_dir + "/artifacts";
+  so.spec = BuildRunSpec(config, options.server_url);
+  so.heartbeat_interval = options.heartbeat;
+  TS_ASSIGN_OR_RETURN(s->server_, coordinator::CoordinatorServer::Start(options.listen, s->run_.get(), so,
+                                                                         options.allow_remote_plaintext));
+  return s;
+}
+
+void Session::PrintProgress(bool force) {
+  std::vector<StageProgress> progress = run_->Progress();
+  std::string line;
+  for (const StageProgress& p : progress) {
+    if (p.status == StageStatus::kDiscovering || p.status == StageStatus::kRunning) line = Line(p);
+  }
+  absl::Time now = absl::Now();
+  if (line.empty() || (!force && line == last_line_ && now - last_print_ < absl::Seconds(10))) return;
+  if (!force && now - last_print_ < absl::Milliseconds(tty_ ? 200 : 1000)) return;
+  std::printf(tty_ ? "\r\033[K%s" : "%s\n", line.c_str());
+  std::fflush(stdout);
+  last_line_ = line;
+  last_print_ = now;
+}
+
+int Session::Watch(const std::function<bool()>& should_stop) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  std::vector<StageStatus> seen;
+  while (true) {
+    run_->ExpireLeases();
+    // A line when a stage starts or ends; the live line in between.
+    std::vector<StageProgress> progress = run_->Progress();
+    seen.resize(progress.size(), StageStatus::kPending);
+    for (size_t i = 0; i < progress.size(); ++i) {
+      if (progress[i].status != seen[i]) {
+        bool terminal = progress[i].status != StageStatus::kDiscovering && progress[i].status != StageStatus::kRunning &&
+                        progress[i].status != StageStatus::kPending;
+        if (terminal) {
+          std::string note = progress[i].note.empty() ? "" : "  (" + progress[i].note + ")";
+          std::printf(tty_ ? "\r\033[K%s%s\n" : "%s%s\n", Line(progress[i]).c_str(), note.c_str());
+          std::fflush(stdout);
+          last_line_.clear();
+        }
+        seen[i] = progress[i].status;
+      }
+    }
+    if (run_->done() || should_stop()) return 0;
+    PrintProgress(false);
+    timespec timeout{0, 100 * 1000 * 1000};
+    int sig = sigtimedwait(&set, nullptr, &timeout);
+    if (sig > 0) return sig;
+  }
+}
+
+int Session::Finish(const std::string& junit_out) {
+  std::vector<TestSuite> suites = run_->Report();
+  if (!junit_out.empty()) {
+    std::error_code ec;
+    fs::path out(junit_out);
+    if (out.has_parent_path()) fs::create_directories(out.parent_path(), ec);
+    std::ofstream f(junit_out + ".tmp", std::ios::binary);
+    absl::Status s = WriteJunit(suites, f);
+    f.close();
+    if (s.ok() && f) fs::rename(junit_out + ".tmp", junit_out, ec);
+    if (!s.ok() || ec) std::fprintf(stderr, "testshard: cannot write %s\n", junit_out.c_str());
+  }
+  // Summary: each stage, the failures, the slowest tests.
+  std::vector<StageProgress> progress = run_->Progress();
+  int total = 0;
+  for (const StageProgress& p : progress) total += p.total;
+  std::printf("\ntestshard: %zu stage(s), %d test(s) in %s (run %s)\n", progress.size(), total,
+              Seconds(absl::Now() - started_).c_str(), run_id_.c_str());
+  for (const StageProgress& p : progress) {
+    std::string detail = absl::StrFormat("%d passed", p.passed);
+    if (p.failed) absl::StrAppendFormat(&detail, ", %d failed", p.failed);
+    if (p.errors) absl::StrAppendFormat(&detail, ", %d errors", p.errors);
+    if (p.skipped) absl::StrAppendFormat(&detail, ", %d skipped", p.skipped);
+    if (p.not_run) absl::StrAppendFormat(&detail, ", %d not run", p.not_run);
+    if (p.total == 0) detail = p.note.empty() ? "no tests selected" : p.note;
+    std::printf("  %-20s %-10s %s  %s\n", p.name.c_str(), std::string(coordinator::StageStatusName(p.status)).c_str(),
+                detail.c_str(), p.elapsed > absl::ZeroDuration() ? Seconds(p.elapsed).c_str() : "");
+  }
+  std::vector<const TestCase*> all;
+  int shown = 0;
+  for (const TestSuite& suite : suites) {
+    for (const TestCase& c : suite.cases) {
+      all.push_back(&c);
+      bool bad = c.result.outcome == Outcome::kFailed || c.result.outcome == Outcome::kError;
+      if (bad && shown < 20) {
+        if (shown++ == 0) std::printf("\nFailures:\n");
+        std::string msg = c.result.message.substr(0, c.result.message.find('\n')).substr(0, 160);
+        std::printf("  %s %s - %s\n", c.result.outcome == Outcome::kFailed ? "FAILED" : "ERROR ", c.id.c_str(),
+                    msg.c_str());
+      }
+    }
+  }
+  std::sort(all.begin(), all.end(),
+            [](const TestCase* a, const TestCase* b) { return a->result.time_s > b->result.time_s; });
+  if (!all.empty() && all.front()->result.time_s > 0) {
+    std::printf("\nSlowest:\n");
+    for (size_t i = 0; i < std::min<size_t>(5, all.size()) && all[i]->result.time_s > 0; ++i) {
+      std::printf("  %7.2fs %s\n", all[i]->result.time_s, all[i]->id.c_str());
+    }
+  }
+  if (!junit_out.empty()) std::printf("\nJUnit report: %s\n", junit_out.c_str());
+  std::fflush(stdout);
+  return run_->exit_code();
+}
+
+}  // namespace testshard

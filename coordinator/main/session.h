@@ -1,0 +1,69 @@
+// What `testshard run` and `testshard coordinator` share: a RunState served over gRPC, a live progress line per
+// stage, the JUnit report and the summary.
+#ifndef TESTSHARD_COORDINATOR_MAIN_SESSION_H_
+#define TESTSHARD_COORDINATOR_MAIN_SESSION_H_
+
+#include <csignal>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/config.h"
+#include "coordinator/grpc_service.h"
+#include "coordinator/run_state.h"
+
+namespace testshard {
+
+struct SessionOptions {
+  std::string listen = "127.0.0.1:0";
+  bool allow_remote_plaintext = false;
+  int agents = 1;             // shards to plan for
+  std::string branch;
+  std::string token;
+  std::string server_url;     // a shared database server agents should use; empty = theirs
+  std::string run_dir;        // artifacts and logs
+  absl::Duration heartbeat = absl::Seconds(1);
+  absl::Duration lease_ttl = absl::Seconds(15);
+};
+
+// Called from the main thread only.
+class Session {
+ public:
+  static absl::StatusOr<std::unique_ptr<Session>> Start(const Config& config, const SessionOptions& options);
+
+  const std::string& address() const { return server_->address(); }
+  const std::string& run_id() const { return run_id_; }
+  coordinator::RunState& run() { return *run_; }
+
+  // Prints progress until the run is done, `should_stop` returns true, or a SIGINT/SIGTERM arrives (which must be
+  // blocked in every thread). Returns the signal number that interrupted it, or 0.
+  int Watch(const std::function<bool()>& should_stop);
+  // Writes the JUnit report and prints the summary; returns the run's exit code.
+  int Finish(const std::string& junit_out);
+
+ private:
+  Session() = default;
+  void PrintProgress(bool force);
+
+  Config config_;
+  std::string run_id_;
+  absl::Time started_;
+  std::unique_ptr<coordinator::RunState> run_;
+  std::unique_ptr<coordinator::CoordinatorServer> server_;
+  std::string last_line_;
+  absl::Time last_print_;
+  bool tty_ = false;
+};
+
+// The branch stages are filtered on: --branch, else the CI's variable, else git's current branch, else "".
+std::string DetectBranch(const std::string& flag, const std::string& dir);
+
+// What agents are told to run.
+v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url);
+
+// Blocks SIGINT and SIGTERM in this thread and every thread it starts, so they can be waited for.
+sigset_t BlockTerminationSignals();
+
+}  // namespace testshard
+
+#endif  // TESTSHARD_COORDINATOR_MAIN_SESSION_H_

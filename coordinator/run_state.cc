@@ -1,0 +1,496 @@
+#include "coordinator/run_state.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace testshard::coordinator {
+namespace {
+
+bool Terminal(StageStatus s) {
+  return s == StageStatus::kPassed || s == StageStatus::kFailed || s == StageStatus::kSkipped ||
+         s == StageStatus::kCancelled;
+}
+
+bool IsFailure(Outcome o) { return o == Outcome::kFailed || o == Outcome::kError; }
+
+TestCase Synthetic(const std::string& id, Outcome outcome, const std::string& message, const std::string& details) {
+  TestCase tc;
+  tc.id = id;
+  tc.result.outcome = outcome;
+  tc.result.message = message;
+  tc.result.details = details;
+  if (outcome == Outcome::kError) tc.result.type = "testshard.NoResult";
+  return tc;
+}
+
+}  // namespace
+
+std::string_view StageStatusName(StageStatus s) {
+  switch (s) {
+    case StageStatus::kPending: return "pending";
+    case StageStatus::kDiscovering: return "collecting";
+    case StageStatus::kRunning: return "running";
+    case StageStatus::kPassed: return "passed";
+    case StageStatus::kFailed: return "failed";
+    case StageStatus::kSkipped: return "skipped";
+    case StageStatus::kCancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+RunState::RunState(RunOptions options, std::unique_ptr<Planner> planner, Clock* clock)
+    : options_(std::move(options)), clock_(clock), planner_(std::move(planner)) {
+  for (const StageConfig& c : options_.stages) {
+    Stage s;
+    s.config = c;
+    stages_.push_back(std::move(s));
+  }
+}
+
+std::string RunState::RegisterAgent(const std::string& name) {
+  absl::MutexLock l(&mu_);
+  std::string id = absl::StrCat("agent-", ++next_agent_);
+  agents_[id] = name;
+  return id;
+}
+
+bool RunState::KnownAgent(const std::string& agent_id) const {
+  absl::MutexLock l(&mu_);
+  return agents_.count(agent_id) > 0;
+}
+
+RunState::Stage* RunState::CurrentStage() {
+  std::string blocked_by;
+  for (Stage& s : stages_) {
+    if (Terminal(s.status)) {
+      if (s.status == StageStatus::kFailed && !s.config.continue_on_failure && blocked_by.empty()) {
+        blocked_by = s.config.name;
+      }
+      continue;
+    }
+    if (s.status == StageStatus::kPending) {
+      if (cancelled_) {
+        s.status = StageStatus::kCancelled;
+        continue;
+      }
+      if (!blocked_by.empty()) {
+        s.status = StageStatus::kSkipped;
+        s.note = absl::StrCat("stage '", blocked_by, "' failed");
+        continue;
+      }
+      const auto& b = s.config.branches;
+      if (!b.empty() && std::find(b.begin(), b.end(), options_.branch) == b.end()) {
+        s.status = StageStatus::kSkipped;
+        s.note = absl::StrCat("runs only on branch ", absl::StrJoin(b, ", "), "; this is '", options_.branch, "'");
+        continue;
+      }
+    }
+    return &s;
+  }
+  return nullptr;
+}
+
+RunState::Stage* RunState::StageByName(const std::string& name) {
+  for (Stage& s : stages_) {
+    if (s.config.name == name) return &s;
+  }
+  return nullptr;
+}
+
+LeaseInfo RunState::NewLease(const std::string& agent_id, Stage& stage, LeaseKind kind) {
+  LeaseInfo info;
+  info.id = absl::StrCat("lease-", ++next_lease_);
+  info.kind = kind;
+  info.agent_id = agent_id;
+  info.stage = stage.config.name;
+  info.markers = stage.config.markers;
+  info.deadline = clock_->Now() + options_.lease_ttl;
+  info.timeout = stage.config.timeout;
+  info.maxfail = stage.config.maxfail;
+  return info;
+}
+
+bool RunState::ActiveLeases(const Stage& stage) const {
+  for (const auto& [id, lease] : leases_) {
+    if (lease.info.stage == stage.config.name && (lease.state == Lease::kActive || lease.state == Lease::kCancelled)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+Work RunState::NextWork(const std::string& agent_id) {
+  absl::MutexLock l(&mu_);
+  ExpireLocked();
+  Work w;
+  w.retry_after = options_.wait_hint;
+  while (true) {
+    Stage* s = CurrentStage();
+    if (!s) {
+      w.kind = Work::kDone;
+      w.reason = cancelled_ ? "run cancelled" : "all stages finished";
+      return w;
+    }
+    switch (s->status) {
+      case StageStatus::kPending:
+        s->status = StageStatus::kDiscovering;
+        s->started = clock_->Now();
+        [[fallthrough]];
+      case StageStatus::kDiscovering: {
+        // One agent collects; the others wait for the plan.
+        for (const auto& [id, lease] : leases_) {
+          if (lease.info.stage == s->config.name && lease.info.kind == LeaseKind::kDiscover &&
+              lease.state == Lease::kActive) {
+            w.kind = Work::kWait;
+            return w;
+          }
+        }
+        w.kind = Work::kLease;
+        w.lease = NewLease(agent_id, *s, LeaseKind::kDiscover);
+        leases_[w.lease.id].info = w.lease;
+        return w;
+      }
+      case StageStatus::kRunning: {
+        std::optional<Batch> batch;
+        if (!s->cancelling) batch = s->queue->Next(agent_id);
+        if (batch) {
+          w.kind = Work::kLease;
+          w.lease = NewLease(agent_id, *s, LeaseKind::kRun);
+          w.lease.test_ids = std::move(batch->test_ids);
+          leases_[w.lease.id].info = w.lease;
+          return w;
+        }
+        MaybeFinishStage(*s);
+        if (!Terminal(s->status)) {
+          w.kind = Work::kWait;
+          return w;
+        }
+        continue;  // the stage just ended; look at the next one
+      }
+      default:
+        continue;
+    }
+  }
+}
+
+std::vector<LeaseUpdate> RunState::Heartbeat(const std::string& agent_id, const std::vector<std::string>& lease_ids) {
+  absl::MutexLock l(&mu_);
+  ExpireLocked();
+  std::vector<LeaseUpdate> out;
+  for (const std::string& id : lease_ids) {
+    LeaseUpdate u;
+    u.lease_id = id;
+    auto it = leases_.find(id);
+    if (it == leases_.end() || it->second.info.agent_id != agent_id) {
+      u.cancelled = true;
+      u.reason = "unknown lease";
+    } else if (it->second.state == Lease::kActive || it->second.state == Lease::kCancelled) {
+      it->second.info.deadline = clock_->Now() + options_.lease_ttl;
+      u.deadline = it->second.info.deadline;
+      u.cancelled = it->second.state == Lease::kCancelled;
+      u.reason = it->second.cancel_reason;
+    } else {
+      u.cancelled = true;
+      u.reason = it->second.state == Lease::kExpired ? "lease expired and was handed to another agent"
+                                                     : "lease already completed";
+    }
+    out.push_back(std::move(u));
+  }
+  return out;
+}
+
+RunState::Lease* RunState::FindLease(const std::string& agent_id, const std::string& lease_id, absl::Status* why) {
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) {
+    *why = absl::FailedPreconditionError(absl::StrCat("unknown lease ", lease_id));
+    return nullptr;
+  }
+  Lease& lease = it->second;
+  if (lease.info.agent_id != agent_id) {
+    *why = absl::FailedPreconditionError(absl::StrCat("lease ", lease_id, " is not held by ", agent_id));
+    return nullptr;
+  }
+  if (lease.state == Lease::kExpired) {
+    *why = absl::FailedPreconditionError(
+        absl::StrCat("lease ", lease_id, " expired; its tests were handed to another agent"));
+    return nullptr;
+  }
+  if (lease.state == Lease::kCompleted) {
+    *why = absl::FailedPreconditionError(absl::StrCat("lease ", lease_id, " is already completed"));
+    return nullptr;
+  }
+  return &lease;
+}
+
+absl::Status RunState::CheckLease(const std::string& agent_id, const std::string& lease_id) {
+  absl::MutexLock l(&mu_);
+  absl::Status why;
+  ExpireLocked();
+  if (!FindLease(agent_id, lease_id, &why)) return why;
+  return absl::OkStatus();
+}
+
+void RunState::Record(Stage& stage, Lease& lease, TestCase tc) {
+  lease.reported.insert(tc.id);
+  auto [it, inserted] = stage.results.emplace(tc.id, std::move(tc));
+  if (!inserted) return;  // already known; never counted twice
+  if (IsFailure(it->second.result.outcome)) {
+    ++stage.failures;
+    if (stage.config.maxfail > 0 && stage.failures >= stage.config.maxfail && !stage.cancelling) {
+      CancelStage(stage, absl::StrCat("maxfail (", stage.config.maxfail, ") reached in stage ", stage.config.name));
+    }
+  }
+}
+
+absl::Status RunState::ReportResults(const std::string& agent_id, const std::string& lease_id,
+                                     const std::vector<TestCase>& results) {
+  absl::MutexLock l(&mu_);
+  ExpireLocked();
+  absl::Status why;
+  Lease* lease = FindLease(agent_id, lease_id, &why);
+  if (!lease) return why;
+  Stage* stage = StageByName(lease->info.stage);
+  if (lease->info.kind != LeaseKind::kRun || !stage) {
+    return absl::InvalidArgumentError(absl::StrCat("lease ", lease_id, " does not run tests"));
+  }
+  const auto& ids = lease->info.test_ids;
+  for (const TestCase& tc : results) {
+    if (std::find(ids.begin(), ids.end(), tc.id) == ids.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("test '", tc.id, "' is not part of lease ", lease_id));
+    }
+  }
+  for (const TestCase& tc : results) {
+    if (!lease->reported.count(tc.id)) Record(*stage, *lease, tc);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunState::CompleteLease(const std::string& agent_id, const std::string& lease_id,
+                                     const Completion& c) {
+  absl::MutexLock l(&mu_);
+  ExpireLocked();
+  absl::Status why;
+  Lease* lease = FindLease(agent_id, lease_id, &why);
+  if (!lease) return why;
+  Stage* stage = StageByName(lease->info.stage);
+  if (!stage) return absl::InternalError("lease for an unknown stage");
+  const bool was_cancelled = lease->state == Lease::kCancelled;
+  lease->state = Lease::kCompleted;
+
+  if (lease->info.kind == LeaseKind::kDiscover) {
+    if (stage->status != StageStatus::kDiscovering) return absl::OkStatus();
+    if (was_cancelled || cancelled_) {
+      stage->status = StageStatus::kCancelled;
+      stage->note = lease->cancel_reason;
+    } else if (c.status != Completion::kOk) {
+      stage->status = StageStatus::kFailed;
+      stage->finished = clock_->Now();
+      stage->note = c.status == Completion::kCollectionError ? "collection failed" : "could not collect";
+      std::string details = c.error.empty() ? c.stderr_tail : c.error;
+      TestCase tc = Synthetic(stage->config.name + "::collection", Outcome::kError, stage->note, details);
+      stage->order.push_back(tc.id);
+      stage->results.emplace(tc.id, std::move(tc));
+    } else {
+      for (const std::string& id : c.collected) {
+        if (stage->collected.insert(id).second) stage->order.push_back(id);
+      }
+      PlanRequest req;
+      req.test_ids = stage->order;
+      req.agents = std::max<int>(options_.expected_agents, static_cast<int>(agents_.size()));
+      stage->queue = planner_->Plan(req);
+      stage->status = StageStatus::kRunning;
+      MaybeFinishStage(*stage);  // an empty selection passes at once
+    }
+    return absl::OkStatus();
+  }
+
+  // Whatever the lease holds without a result: the agent's reason for stopping becomes theirs.
+  std::string reason = c.error.empty() ? "the agent reported no result" : c.error;
+  for (const std::string& id : lease->info.test_ids) {
+    if (lease->reported.count(id) || stage->results.count(id)) continue;
+    if (was_cancelled || c.status == Completion::kCancelled) {
+      Record(*stage, *lease,
+             Synthetic(id, Outcome::kNotRun, lease->cancel_reason.empty() ? "cancelled" : lease->cancel_reason, ""));
+    } else {
+      Record(*stage, *lease, Synthetic(id, Outcome::kError, reason, c.stderr_tail));
+    }
+  }
+  MaybeFinishStage(*stage);
+  return absl::OkStatus();
+}
+
+void RunState::CancelStage(Stage& stage, const std::string& reason) {
+  stage.cancelling = true;
+  if (stage.note.empty()) stage.note = reason;
+  if (stage.queue) {
+    while (std::optional<Batch> b = stage.queue->Next("")) {
+      for (const std::string& id : b->test_ids) {
+        if (!stage.results.count(id)) stage.results.emplace(id, Synthetic(id, Outcome::kNotRun, reason, ""));
+      }
+    }
+  }
+  for (auto& [id, lease] : leases_) {
+    if (lease.info.stage == stage.config.name && lease.state == Lease::kActive) {
+      lease.state = Lease::kCancelled;
+      lease.cancel_reason = reason;
+    }
+  }
+}
+
+void RunState::MaybeFinishStage(Stage& stage) {
+  if (stage.status != StageStatus::kRunning) return;
+  if (stage.queue && stage.queue->remaining() > 0 && !stage.cancelling) return;
+  if (ActiveLeases(stage)) return;
+  stage.finished = clock_->Now();
+  bool failed = false;
+  for (const auto& [id, tc] : stage.results) failed |= IsFailure(tc.result.outcome);
+  if (failed) {
+    stage.status = StageStatus::kFailed;
+  } else if (cancelled_ || stage.cancelling) {
+    stage.status = StageStatus::kCancelled;
+  } else {
+    stage.status = StageStatus::kPassed;
+  }
+}
+
+void RunState::ExpireLocked() {
+  absl::Time now = clock_->Now();
+  for (auto& [id, lease] : leases_) {
+    if ((lease.state != Lease::kActive && lease.state != Lease::kCancelled) || lease.info.deadline > now) continue;
+    const bool was_cancelled = lease.state == Lease::kCancelled;
+    lease.state = Lease::kExpired;
+    Stage* stage = StageByName(lease.info.stage);
+    if (!stage) continue;
+    if (lease.info.kind == LeaseKind::kDiscover) {
+      if (stage->status == StageStatus::kDiscovering) stage->status = StageStatus::kPending;
+      continue;
+    }
+    std::vector<std::string> unfinished;
+    for (const std::string& t : lease.info.test_ids) {
+      if (!lease.reported.count(t) && !stage->results.count(t)) unfinished.push_back(t);
+    }
+    if (was_cancelled || stage->cancelling) {
+      std::string reason = lease.cancel_reason.empty() ? stage->note : lease.cancel_reason;
+      for (const std::string& t : unfinished) stage->results.emplace(t, Synthetic(t, Outcome::kNotRun, reason, ""));
+    } else {
+      // The agent is gone or cut off: its unfinished tests run elsewhere.
+      stage->queue->Return(std::move(unfinished));
+    }
+    MaybeFinishStage(*stage);
+  }
+}
+
+void RunState::ExpireLeases() {
+  absl::MutexLock l(&mu_);
+  ExpireLocked();
+}
+
+void RunState::Cancel(const std::string& reason) {
+  absl::MutexLock l(&mu_);
+  if (cancelled_) return;
+  cancelled_ = true;
+  for (Stage& s : stages_) {
+    if (Terminal(s.status)) continue;
+    if (s.status == StageStatus::kRunning) {
+      CancelStage(s, reason);
+      MaybeFinishStage(s);
+    } else {
+      for (auto& [id, lease] : leases_) {
+        if (lease.info.stage == s.config.name && lease.state == Lease::kActive) {
+          lease.state = Lease::kCancelled;
+          lease.cancel_reason = reason;
+        }
+      }
+      s.status = StageStatus::kCancelled;
+      s.note = reason;
+    }
+  }
+}
+
+bool RunState::done() const {
+  absl::MutexLock l(&mu_);
+  for (const Stage& s : stages_) {
+    if (!Terminal(s.status)) return false;
+  }
+  return true;
+}
+
+bool RunState::WaitDone(absl::Time deadline) const {
+  absl::MutexLock l(&mu_);
+  auto all_terminal = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const Stage& s : stages_) {
+      if (!Terminal(s.status)) return false;
+    }
+    return true;
+  };
+  while (!all_terminal()) {
+    absl::Time now = clock_->Now();
+    if (now >= deadline) return false;
+    // Stage changes come from other threads' calls; re-check often (the fake clock does not advance by itself).
+    mu_.AwaitWithTimeout(absl::Condition(&all_terminal), absl::Milliseconds(50));
+  }
+  return true;
+}
+
+int RunState::exit_code() const {
+  absl::MutexLock l(&mu_);
+  if (internal_error_) return kExitInternalError;
+  if (cancelled_) return kExitInterrupted;
+  bool any_tests = false, failed = false;
+  for (const Stage& s : stages_) {
+    any_tests |= !s.order.empty();
+    failed |= s.status == StageStatus::kFailed;
+  }
+  if (failed) return kExitTestsFailed;
+  return any_tests ? kExitOk : kExitNoTests;
+}
+
+std::vector<StageProgress> RunState::Progress() const {
+  absl::MutexLock l(&mu_);
+  std::vector<StageProgress> out;
+  absl::Time now = clock_->Now();
+  for (const Stage& s : stages_) {
+    StageProgress p;
+    p.name = s.config.name;
+    p.status = s.status;
+    p.note = s.note;
+    p.total = static_cast<int>(s.order.size());
+    for (const auto& [id, tc] : s.results) {
+      ++p.done;
+      switch (tc.result.outcome) {
+        case Outcome::kPassed: ++p.passed; break;
+        case Outcome::kFailed: ++p.failed; break;
+        case Outcome::kError: ++p.errors; break;
+        case Outcome::kSkipped: ++p.skipped; break;
+        case Outcome::kNotRun: ++p.not_run; break;
+      }
+    }
+    if (s.started != absl::Time()) p.elapsed = (Terminal(s.status) ? s.finished : now) - s.started;
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::vector<TestSuite> RunState::Report() const {
+  absl::MutexLock l(&mu_);
+  std::vector<TestSuite> suites;
+  for (const Stage& s : stages_) {
+    if (s.order.empty()) continue;
+    TestSuite suite;
+    suite.name = s.config.name;
+    for (const std::string& id : s.order) {
+      auto it = s.results.find(id);
+      if (it != s.results.end()) {
+        suite.cases.push_back(it->second);
+      } else {
+        suite.cases.push_back(Synthetic(id, Outcome::kNotRun, s.note.empty() ? "the run ended first" : s.note, ""));
+      }
+    }
+    suites.push_back(std::move(suite));
+  }
+  return suites;
+}
+
+}  // namespace testshard::coordinator

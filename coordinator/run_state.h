@@ -1,0 +1,169 @@
+// The state of one run: its stages in order, the leases handed to agents, and every test's result. Pure logic
+// (no gRPC, no I/O): the gRPC service translates calls into these methods, and tests drive it with a FakeClock.
+#ifndef TESTSHARD_COORDINATOR_RUN_STATE_H_
+#define TESTSHARD_COORDINATOR_RUN_STATE_H_
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/test_result.h"
+#include "coordinator/planner.h"
+
+namespace testshard::coordinator {
+
+enum class LeaseKind { kDiscover, kRun };
+
+struct LeaseInfo {
+  std::string id;
+  LeaseKind kind = LeaseKind::kRun;
+  std::string agent_id;
+  std::string stage;
+  std::string markers;
+  std::vector<std::string> test_ids;
+  absl::Time deadline;
+  absl::Duration timeout;  // for the child process; zero = none
+  int maxfail = 0;
+};
+
+struct Work {
+  enum Kind { kLease, kWait, kDone } kind = kWait;
+  LeaseInfo lease;
+  absl::Duration retry_after;
+  std::string reason;  // kDone
+};
+
+struct LeaseUpdate {
+  std::string lease_id;
+  absl::Time deadline;
+  bool cancelled = false;
+  std::string reason;
+};
+
+// How a lease ended, as the agent reports it.
+struct Completion {
+  enum Status { kOk, kCollectionError, kCrashed, kTimedOut, kCancelled, kInfraError } status = kOk;
+  int exit_code = 0;
+  std::string error;
+  std::string stderr_tail;
+  std::vector<std::string> collected;  // discovery leases
+};
+
+enum class StageStatus { kPending, kDiscovering, kRunning, kPassed, kFailed, kSkipped, kCancelled };
+std::string_view StageStatusName(StageStatus s);
+
+struct StageProgress {
+  std::string name;
+  StageStatus status = StageStatus::kPending;
+  std::string note;  // why it was skipped, failed to collect, or was cancelled
+  int total = 0, done = 0, passed = 0, failed = 0, errors = 0, skipped = 0, not_run = 0;
+  absl::Duration elapsed;
+};
+
+struct RunOptions {
+  std::vector<StageConfig> stages;
+  std::string branch;                         // for stages limited to some branches
+  int expected_agents = 1;                    // shards to plan for when fewer have registered yet
+  absl::Duration lease_ttl = absl::Seconds(30);  // renewed by every heartbeat
+  absl::Duration wait_hint = absl::Milliseconds(100);
+};
+
+// pytest-like exit codes.
+enum ExitCode { kExitOk = 0, kExitTestsFailed = 1, kExitInterrupted = 2, kExitInternalError = 3, kExitNoTests = 5 };
+
+// Thread-safe monitor: every method may be called from any thread (the gRPC service's reactors, the progress
+// printer). No I/O happens under its lock.
+class RunState {
+ public:
+  RunState(RunOptions options, std::unique_ptr<Planner> planner, Clock* clock);
+
+  std::string RegisterAgent(const std::string& name);
+  bool KnownAgent(const std::string& agent_id) const;
+
+  // The next piece of work for an agent that is free.
+  Work NextWork(const std::string& agent_id);
+
+  // Renews the agent's leases; tells it which to cancel. A lease the coordinator no longer holds for this agent is
+  // reported cancelled so the agent stops working on it.
+  std::vector<LeaseUpdate> Heartbeat(const std::string& agent_id, const std::vector<std::string>& lease_ids);
+
+  // Per-test results for a lease. FailedPrecondition when the lease is unknown, expired, completed or not this
+  // agent's (so a late agent never counts a test twice); InvalidArgument for a test the lease does not hold.
+  absl::Status ReportResults(const std::string& agent_id, const std::string& lease_id,
+                             const std::vector<TestCase>& results);
+
+  // Ends a lease. Tests of a run lease left without a result become errors carrying the completion's reason.
+  absl::Status CompleteLease(const std::string& agent_id, const std::string& lease_id, const Completion& completion);
+
+  // FailedPrecondition unless the lease is live and held by the agent (artifact uploads check this first).
+  absl::Status CheckLease(const std::string& agent_id, const std::string& lease_id);
+
+  // Stops the run: outstanding leases are cancelled, unfinished tests become "not run" with `reason`.
+  void Cancel(const std::string& reason);
+
+  // Moves expired leases back to the queue. Called by the other methods too; call it periodically.
+  void ExpireLeases();
+
+  bool done() const;
+  // Blocks until done() or `deadline`; true when done.
+  bool WaitDone(absl::Time deadline) const;
+  int exit_code() const;
+  std::vector<StageProgress> Progress() const;
+  // One suite per stage that collected tests, every collected test exactly once.
+  std::vector<TestSuite> Report() const;
+
+ private:
+  struct Stage {
+    StageConfig config;
+    StageStatus status = StageStatus::kPending;
+    std::string note;
+    std::vector<std::string> order;          // collection order
+    std::map<std::string, TestCase> results;  // id -> final result, once known
+    std::set<std::string> collected;
+    std::unique_ptr<StageQueue> queue;
+    int failures = 0;
+    bool cancelling = false;
+    absl::Time started, finished;
+  };
+  struct Lease {
+    LeaseInfo info;
+    enum State { kActive, kCancelled, kExpired, kCompleted } state = kActive;
+    std::string cancel_reason;
+    std::set<std::string> reported;
+  };
+
+  Stage* CurrentStage() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExpireLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeFinishStage(Stage& stage) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CancelStage(Stage& stage, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Record(Stage& stage, Lease& lease, TestCase tc) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Lease* FindLease(const std::string& agent_id, const std::string& lease_id, absl::Status* why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Stage* StageByName(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  LeaseInfo NewLease(const std::string& agent_id, Stage& stage, LeaseKind kind) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool ActiveLeases(const Stage& stage) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const RunOptions options_;
+  Clock* const clock_;
+  mutable absl::Mutex mu_;
+  std::unique_ptr<Planner> planner_ ABSL_GUARDED_BY(mu_);
+  std::vector<Stage> stages_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Lease> leases_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> agents_ ABSL_GUARDED_BY(mu_);  // id -> name
+  int next_agent_ ABSL_GUARDED_BY(mu_) = 0;
+  int next_lease_ ABSL_GUARDED_BY(mu_) = 0;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool internal_error_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace testshard::coordinator
+
+#endif  // TESTSHARD_COORDINATOR_RUN_STATE_H_

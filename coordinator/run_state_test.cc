@@ -1,0 +1,322 @@
+#include "coordinator/run_state.h"
+
+#include <map>
+#include <set>
+
+#include "common/testing/fake_clock.h"
+#include "common/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace testshard::coordinator {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testshard::testing::IsOk;
+using ::testshard::testing::StatusIs;
+
+StageConfig Stage(std::string name, int maxfail = 0) {
+  StageConfig s;
+  s.name = std::move(name);
+  s.markers = "unit";
+  s.maxfail = maxfail;
+  return s;
+}
+
+std::vector<std::string> Ids(const std::string& prefix, int n) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < n; ++i) ids.push_back(prefix + "::t" + std::to_string(i));
+  return ids;
+}
+
+TestCase Result(const std::string& id, Outcome o) {
+  TestCase tc;
+  tc.id = id;
+  tc.result.outcome = o;
+  return tc;
+}
+
+class RunStateTest : public ::testing::Test {
+ protected:
+  void Start(std::vector<StageConfig> stages, int agents = 2, std::string branch = "main") {
+    RunOptions options;
+    options.stages = std::move(stages);
+    options.expected_agents = agents;
+    options.branch = std::move(branch);
+    options.lease_ttl = absl::Seconds(10);
+    run_ = std::make_unique<RunState>(options, std::make_unique<EqualCountPlanner>(), &clock_);
+  }
+  // Collects `ids` for the current stage through `agent`.
+  void Discover(const std::string& agent, std::vector<std::string> ids) {
+    Work w = run_->NextWork(agent);
+    ASSERT_EQ(w.kind, Work::kLease);
+    ASSERT_EQ(w.lease.kind, LeaseKind::kDiscover);
+    Completion c;
+    c.collected = std::move(ids);
+    ASSERT_THAT(run_->CompleteLease(agent, w.lease.id, c), IsOk());
+  }
+  LeaseInfo Take(const std::string& agent) {
+    Work w = run_->NextWork(agent);
+    EXPECT_EQ(w.kind, Work::kLease);
+    EXPECT_EQ(w.lease.kind, LeaseKind::kRun);
+    return w.lease;
+  }
+  void Finish(const std::string& agent, const LeaseInfo& lease, Outcome o) {
+    std::vector<TestCase> results;
+    for (const auto& id : lease.test_ids) results.push_back(Result(id, o));
+    ASSERT_THAT(run_->ReportResults(agent, lease.id, results), IsOk());
+    ASSERT_THAT(run_->CompleteLease(agent, lease.id, {}), IsOk());
+  }
+  // Every id of every suite, with how often it appears.
+  std::map<std::string, int> Appearances() {
+    std::map<std::string, int> seen;
+    for (const TestSuite& s : run_->Report()) {
+      for (const TestCase& c : s.cases) ++seen[c.id];
+    }
+    return seen;
+  }
+  Outcome OutcomeOf(const std::string& id) {
+    for (const TestSuite& s : run_->Report()) {
+      for (const TestCase& c : s.cases) {
+        if (c.id == id) return c.result.outcome;
+      }
+    }
+    ADD_FAILURE() << id << " not in report";
+    return Outcome::kError;
+  }
+
+  FakeClock clock_;
+  std::unique_ptr<RunState> run_;
+};
+
+TEST_F(RunStateTest, OthersWaitWhileOneCollectsAndWhileShardsRun) {
+  Start({Stage("unit")});
+  std::string a = run_->RegisterAgent("a"), b = run_->RegisterAgent("b");
+  Work discover = run_->NextWork(a);
+  ASSERT_EQ(discover.lease.kind, LeaseKind::kDiscover);
+  EXPECT_EQ(run_->NextWork(b).kind, Work::kWait);
+  Completion c;
+  c.collected = Ids("u.py", 5);
+  ASSERT_THAT(run_->CompleteLease(a, discover.lease.id, c), IsOk());
+  LeaseInfo lb = Take(b), la = Take(a);
+  EXPECT_EQ(lb.test_ids.size() + la.test_ids.size(), 5u);
+  EXPECT_EQ(run_->NextWork(a).kind, Work::kWait);  // nothing left to hand out, but b is still running
+  Finish(a, la, Outcome::kPassed);
+  EXPECT_EQ(run_->Progress()[0].status, StageStatus::kRunning);
+  Finish(b, lb, Outcome::kPassed);
+  EXPECT_EQ(run_->Progress()[0].status, StageStatus::kPassed);
+  EXPECT_EQ(run_->NextWork(a).kind, Work::kDone);
+}
+
+TEST_F(RunStateTest, PassingStagesThenDone) {
+  Start({Stage("unit"), Stage("security")});
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 4));
+  LeaseInfo l1 = Take(a);
+  Finish(a, l1, Outcome::kPassed);
+  LeaseInfo l2 = Take(a);
+  Finish(a, l2, Outcome::kPassed);
+  Discover(a, Ids("s.py", 2));
+  LeaseInfo l3 = Take(a);
+  Finish(a, l3, Outcome::kPassed);
+  LeaseInfo l4 = Take(a);
+  Finish(a, l4, Outcome::kPassed);
+  EXPECT_EQ(run_->NextWork(a).kind, Work::kDone);
+  EXPECT_TRUE(run_->done());
+  EXPECT_EQ(run_->exit_code(), kExitOk);
+  auto seen = Appearances();
+  EXPECT_EQ(seen.size(), 6u);
+  for (const auto& [id, n] : seen) EXPECT_EQ(n, 1) << id;
+}
+
+TEST_F(RunStateTest, FailingStageStopsTheNext) {
+  Start({Stage("unit"), Stage("security")}, 1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 2));
+  LeaseInfo l = Take(a);
+  ASSERT_THAT(run_->ReportResults(a, l.id, {Result(l.test_ids[0], Outcome::kFailed),
+                                            Result(l.test_ids[1], Outcome::kPassed)}),
+              IsOk());
+  ASSERT_THAT(run_->CompleteLease(a, l.id, {}), IsOk());
+  EXPECT_EQ(run_->NextWork(a).kind, Work::kDone);
+  auto p = run_->Progress();
+  EXPECT_EQ(p[0].status, StageStatus::kFailed);
+  EXPECT_EQ(p[1].status, StageStatus::kSkipped);
+  EXPECT_THAT(p[1].note, HasSubstr("stage 'unit' failed"));
+  EXPECT_EQ(run_->exit_code(), kExitTestsFailed);
+}
+
+TEST_F(RunStateTest, ContinueOnFailureRunsTheNextStage) {
+  StageConfig unit = Stage("unit");
+  unit.continue_on_failure = true;
+  Start({unit, Stage("security")}, 1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 1));
+  Finish(a, Take(a), Outcome::kFailed);
+  Work w = run_->NextWork(a);
+  ASSERT_EQ(w.kind, Work::kLease);
+  EXPECT_EQ(w.lease.stage, "security");
+}
+
+TEST_F(RunStateTest, MaxfailCancelsTheRestOfTheStageOnEveryAgent) {
+  Start({Stage("unit", /*maxfail=*/1)}, 3);
+  std::string a = run_->RegisterAgent("a"), b = run_->RegisterAgent("b");
+  Discover(a, Ids("u.py", 9));
+  LeaseInfo la = Take(a), lb = Take(b);
+  ASSERT_THAT(run_->ReportResults(a, la.id, {Result(la.test_ids[0], Outcome::kFailed)}), IsOk());
+  // b hears of the cancel on its next heartbeat, and its finished test still counts.
+  auto updates = run_->Heartbeat(b, {lb.id});
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_TRUE(updates[0].cancelled);
+  EXPECT_THAT(updates[0].reason, HasSubstr("maxfail (1)"));
+  ASSERT_THAT(run_->ReportResults(b, lb.id, {Result(lb.test_ids[0], Outcome::kPassed)}), IsOk());
+  Completion cancelled;
+  cancelled.status = Completion::kCancelled;
+  ASSERT_THAT(run_->CompleteLease(b, lb.id, cancelled), IsOk());
+  ASSERT_THAT(run_->CompleteLease(a, la.id, cancelled), IsOk());
+  EXPECT_EQ(run_->NextWork(a).kind, Work::kDone);
+  EXPECT_EQ(OutcomeOf(lb.test_ids[0]), Outcome::kPassed);
+  EXPECT_EQ(OutcomeOf(lb.test_ids[1]), Outcome::kNotRun);
+  auto seen = Appearances();
+  EXPECT_EQ(seen.size(), 9u);
+  auto p = run_->Progress()[0];
+  EXPECT_EQ(p.status, StageStatus::kFailed);
+  EXPECT_EQ(p.failed, 1);
+  EXPECT_EQ(p.passed, 1);
+  EXPECT_EQ(p.not_run, 7);
+}
+
+TEST_F(RunStateTest, ExpiredLeaseIsRequeuedAndItsLateResultsRefused) {
+  Start({Stage("unit")}, 1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 3));
+  LeaseInfo la = Take(a);
+  ASSERT_EQ(la.test_ids.size(), 3u);
+  std::string b = run_->RegisterAgent("b");  // joins late
+  ASSERT_THAT(run_->ReportResults(a, la.id, {Result(la.test_ids[0], Outcome::kPassed)}), IsOk());
+  clock_.Advance(absl::Seconds(11));  // a stopped heartbeating
+  LeaseInfo lb = Take(b);
+  // Only the tests a had not finished run again.
+  EXPECT_EQ(lb.test_ids, (std::vector<std::string>{la.test_ids[1], la.test_ids[2]}));
+  EXPECT_THAT(run_->ReportResults(a, la.id, {Result(la.test_ids[1], Outcome::kFailed)}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("expired")));
+  EXPECT_TRUE(run_->Heartbeat(a, {la.id})[0].cancelled);
+  Finish(b, lb, Outcome::kPassed);
+  EXPECT_TRUE(run_->done());
+  EXPECT_EQ(run_->exit_code(), kExitOk);
+  for (const auto& [id, n] : Appearances()) EXPECT_EQ(n, 1) << id;
+}
+
+TEST_F(RunStateTest, HeartbeatsKeepALeaseAlive) {
+  Start({Stage("unit")}, 1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 1));
+  LeaseInfo la = Take(a);
+  for (int i = 0; i < 5; ++i) {
+    clock_.Advance(absl::Seconds(6));
+    EXPECT_FALSE(run_->Heartbeat(a, {la.id})[0].cancelled);
+  }
+  Finish(a, la, Outcome::kPassed);
+  EXPECT_TRUE(run_->done());
+}
+
+TEST_F(RunStateTest, ResultsForAnotherAgentsLeaseOrForeignTestsAreRefused) {
+  Start({Stage("unit")}, 1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 2));
+  LeaseInfo la = Take(a);
+  std::string b = run_->RegisterAgent("b");
+  EXPECT_THAT(run_->ReportResults(b, la.id, {Result(la.test_ids[0], Outcome::kPassed)}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not held")));
+  EXPECT_THAT(run_->ReportResults(a, la.id, {Result("other.py::x", Outcome::kPassed)}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not part of lease")));
+  EXPECT_THAT(run_->ReportResults(a, "lease-999", {}), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("unknown lease")));
+  Finish(a, la, Outcome::kPassed);
+  EXPECT_THAT(run_->CompleteLease(a, la.id, {}), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("completed")));
+}
+
+TEST_F(RunStateTest, CrashedShardTurnsUnreportedTestsIntoErrors) {
+  Start({Stage("unit")}, 1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 3));
+  LeaseInfo la = Take(a);
+  ASSERT_THAT(run_->ReportResults(a, la.id, {Result(la.test_ids[0], Outcome::kPassed)}), IsOk());
+  Completion crashed;
+  crashed.status = Completion::kCrashed;
+  crashed.error = "killed by signal 9";
+  crashed.stderr_tail = "Segmentation fault";
+  ASSERT_THAT(run_->CompleteLease(a, la.id, crashed), IsOk());
+  EXPECT_EQ(OutcomeOf(la.test_ids[0]), Outcome::kPassed);
+  EXPECT_EQ(OutcomeOf(la.test_ids[2]), Outcome::kError);
+  EXPECT_EQ(run_->exit_code(), kExitTestsFailed);
+}
+
+TEST_F(RunStateTest, CollectionErrorFailsTheStageWithTheRunnersMessage) {
+  Start({Stage("unit"), Stage("security")}, 1);
+  std::string a = run_->RegisterAgent("a");
+  Work w = run_->NextWork(a);
+  Completion c;
+  c.status = Completion::kCollectionError;
+  c.error = "ImportError while importing test module 'tests/test_x.py'";
+  ASSERT_THAT(run_->CompleteLease(a, w.lease.id, c), IsOk());
+  EXPECT_EQ(run_->NextWork(a).kind, Work::kDone);
+  auto report = run_->Report();
+  ASSERT_EQ(report.size(), 1u);
+  ASSERT_EQ(report[0].cases.size(), 1u);
+  EXPECT_EQ(report[0].cases[0].result.outcome, Outcome::kError);
+  EXPECT_THAT(report[0].cases[0].result.details, HasSubstr("ImportError"));
+  EXPECT_EQ(run_->exit_code(), kExitTestsFailed);
+}
+
+TEST_F(RunStateTest, StagesForOtherBranchesAreSkipped) {
+  StageConfig slow = Stage("slow");
+  slow.branches = {"main"};
+  Start({slow}, 1, "feature-x");
+  std::string a = run_->RegisterAgent("a");
+  EXPECT_EQ(run_->NextWork(a).kind, Work::kDone);
+  EXPECT_THAT(run_->Progress()[0].note, HasSubstr("runs only on branch main"));
+  EXPECT_EQ(run_->exit_code(), kExitNoTests);
+}
+
+TEST_F(RunStateTest, EmptySelectionPassesAtOnce) {
+  Start({Stage("unit"), Stage("security")}, 1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, {});
+  Work w = run_->NextWork(a);
+  ASSERT_EQ(w.kind, Work::kLease);
+  EXPECT_EQ(w.lease.stage, "security");
+}
+
+TEST_F(RunStateTest, CancelMarksEverythingUnfinishedNotRun) {
+  Start({Stage("unit"), Stage("security")}, 2);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 4));
+  LeaseInfo la = Take(a);
+  ASSERT_THAT(run_->ReportResults(a, la.id, {Result(la.test_ids[0], Outcome::kPassed)}), IsOk());
+  run_->Cancel("interrupted (Ctrl-C)");
+  EXPECT_TRUE(run_->Heartbeat(a, {la.id})[0].cancelled);
+  Completion c;
+  c.status = Completion::kCancelled;
+  ASSERT_THAT(run_->CompleteLease(a, la.id, c), IsOk());
+  EXPECT_TRUE(run_->done());
+  EXPECT_EQ(run_->exit_code(), kExitInterrupted);
+  auto seen = Appearances();
+  EXPECT_EQ(seen.size(), 4u);
+  EXPECT_EQ(OutcomeOf(la.test_ids[0]), Outcome::kPassed);
+  EXPECT_EQ(OutcomeOf("u.py::t3"), Outcome::kNotRun);
+}
+
+TEST_F(RunStateTest, LostDiscoveryIsHandedToAnotherAgent) {
+  Start({Stage("unit")}, 1);
+  std::string a = run_->RegisterAgent("a"), b = run_->RegisterAgent("b");
+  Work wa = run_->NextWork(a);
+  ASSERT_EQ(wa.lease.kind, LeaseKind::kDiscover);
+  EXPECT_EQ(run_->NextWork(b).kind, Work::kWait);
+  clock_.Advance(absl::Seconds(11));
+  Work wb = run_->NextWork(b);
+  ASSERT_EQ(wb.kind, Work::kLease);
+  EXPECT_EQ(wb.lease.kind, LeaseKind::kDiscover);
+}
+
+}  // namespace
+}  // namespace testshard::coordinator
