@@ -3,6 +3,7 @@
 #include "coordinator/lpt_planner.h"
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 namespace testshard::coordinator {
@@ -105,9 +106,13 @@ std::optional<Batch> DynamicStageQueue::Next(std::string_view agent_id) {
     return batch;
   }
   Agent& agent = AgentFor(agent_id);
-  // Wall seconds the pool needs for what is left, were it shared perfectly; this agent takes a fraction of its
-  // share, but never so little that the start-up dominates.
-  const double time_left = pending_s_ / Capacity();
+  // An agent asks when it is free: whatever it had is done.
+  inflight_s_ -= agent.inflight_s;
+  agent.inflight_s = 0;
+  // Wall seconds the pool needs for what is left, were it shared perfectly: what is pending, plus (on average)
+  // half of what the other agents are still running. This agent takes a fraction of its share, but never so little
+  // that the start-up dominates.
+  const double time_left = (pending_s_ + options_.inflight_weight * inflight_s_) / Capacity();
   const double floor_s = std::max(options_.min_batch_s, options_.min_batch_startups * agent.startup_s);
   const bool small_stage = small_stage_;
   double fraction = agent.measured ? options_.measured_fraction : options_.fraction;
@@ -128,15 +133,34 @@ std::optional<Batch> DynamicStageQueue::Next(std::string_view agent_id) {
     }
   }
   const double budget = batch_s / agent.rate;  // in predicted seconds
+  const double floor_budget = floor_s / agent.rate;
+  // Once the agent's pace is known, what is left to fear is the estimates themselves: a batch of many small tests
+  // is predictable (their errors average out), one of a few large tests is not. So the batch keeps a reserve of
+  // margin_sigmas standard deviations of its own predicted error, sqrt(sum of squares) * estimate_cv, for the
+  // rest of the pool to absorb.
+  const bool reserve = agent.measured && !small_stage && options_.estimate_cv > 0;
+  const double cv2 = options_.estimate_cv * options_.estimate_cv;
 
   Batch batch;
   std::vector<uint32_t> tests;
+  double sum_sq = 0;
   // A unit goes in while at least half of it fits, so batches land near the budget on average instead of always
   // under it.
   size_t end = start;
   while (end < pending_.size()) {
     const WorkUnit& u = pending_[end];
-    if (end > start && batch.predicted_s + u.seconds / 2 > budget) break;
+    if (end > start) {
+      // The batch's predicted error: its tests' own, plus what is still unknown about this agent's pace.
+      const double total = batch.predicted_s + u.seconds;
+      const double margin =
+          reserve ? options_.margin_sigmas *
+                        std::sqrt(cv2 * (sum_sq + u.seconds * u.seconds) + agent.rate_variance * total * total)
+                  : 0;
+      // An agent of unknown pace gets no overshoot: its first batch must end in time even if it is slow.
+      const double overshoot = agent.measured ? u.seconds / 2 : u.seconds;
+      if (batch.predicted_s + overshoot > std::max(budget - margin, floor_budget)) break;
+    }
+    sum_sq += u.seconds * u.seconds;
     batch.predicted_s += u.seconds;
     pending_s_ -= u.seconds;
     pending_tests_ -= u.tests.size();
@@ -147,6 +171,9 @@ std::optional<Batch> DynamicStageQueue::Next(std::string_view agent_id) {
   if (pending_.empty()) pending_s_ = 0;  // no drift from float subtraction
   batch.test_ids.reserve(tests.size());
   for (uint32_t t : tests) batch.test_ids.push_back(ids_[t]);
+  agent.inflight_s = batch.predicted_s;
+  agent.inflight_sum_sq = sum_sq;
+  inflight_s_ += batch.predicted_s;
   return batch;
 }
 
@@ -185,14 +212,26 @@ void DynamicStageQueue::Return(std::vector<std::string> test_ids) {
 
 void DynamicStageQueue::Completed(std::string_view agent_id, double predicted_s, double wall_s) {
   Agent& agent = AgentFor(agent_id);
+  inflight_s_ -= agent.inflight_s;
+  agent.inflight_s = 0;
   const double work_s = wall_s - agent.startup_s;
   if (!(predicted_s > 0) || !(work_s > 0)) return;
-  const double rate = work_s / predicted_s;
-  // The newest batch weighs half: an agent that slows down (a noisy neighbour) is noticed within a batch or two.
-  agent.rate = agent.measured ? 0.5 * agent.rate + 0.5 * rate : rate;
-  agent.measured = true;
   observed_wall_s_ += work_s;
   observed_predicted_s_ += predicted_s;
+  // The agent's pace: the pool's, updated by each batch in proportion to how much that batch can tell. A batch of
+  // a few large tests says little (each estimate is off by tens of percent, and a few do not average out), so one
+  // lucky batch must not make an agent look fast and earn it a batch it cannot finish in time; a batch of many
+  // tests says a lot, so a slow agent is recognised after one.
+  const double sum_sq = agent.inflight_sum_sq > 0 ? agent.inflight_sum_sq : predicted_s * predicted_s;
+  agent.inflight_sum_sq = 0;
+  const double cv = std::max(options_.estimate_cv, 0.05);
+  const double variance = std::max(cv * cv * sum_sq / (predicted_s * predicted_s), 1e-4);
+  agent.evidence += 1 / variance;
+  agent.weighted_rates += (work_s / predicted_s) / variance;
+  const double prior = 1 / (options_.speed_spread * options_.speed_spread);
+  agent.rate = (prior * DefaultRate() + agent.weighted_rates) / (prior + agent.evidence);
+  agent.rate_variance = 1 / (prior + agent.evidence);
+  agent.measured = true;
 }
 
 }  // namespace testshard::coordinator

@@ -23,7 +23,17 @@ struct DynamicOptions {
   double fraction = 0.5;
   // The same once the agent's pace has been measured (Completed, or AgentProfile::speed): there is less to fear,
   // so fewer, larger batches and fewer start-ups.
-  double measured_fraction = 0.6;
+  double measured_fraction = 0.9;
+  // How wrong a single test's estimate is, relative (0.3: ±50% uniform noise has 0.29), and how many standard
+  // deviations of a batch's predicted error it keeps in reserve (see Next). estimate_cv = 0 turns the reserve off.
+  double estimate_cv = 0.3;
+  double margin_sigmas = 2;
+  // How much of the work other agents are running still counts as left when sizing a batch. The queue has no
+  // clock, so it cannot know how far along they are; on average they are half-way.
+  double inflight_weight = 0.25;
+  // How much agents' paces differ before anything is measured (relative standard deviation): the weight of the
+  // pool's pace against an agent's own record (see Completed).
+  double speed_spread = 0.25;
   // No batch is planned shorter than this many of the agent's start-ups, nor than min_batch_s. Smaller batches
   // balance the end better but each pays the start-up again. 1/ln 2 ≈ 1.44 start-ups minimises log2(share / m)
   // start-ups plus an m-long tail in theory; 2 did best in bench/planner, where estimates are also wrong.
@@ -36,7 +46,7 @@ struct DynamicOptions {
   double trusted_rate_margin = 1.25;
   // When a stage's span (its work per agent, or its longest unit) is below this many start-ups, splitting it costs
   // more start-ups than it can save: the queue serves the static plan, one shard per agent.
-  double whole_share_below_startups = 20;
+  double whole_share_below_startups = 40;
 };
 
 // Hands out the stage's work units longest first, in batches whose size follows the time left: large while there
@@ -65,6 +75,11 @@ class DynamicStageQueue final : public StageQueue {
     double startup_s = 0;
     double rate = 1;        // wall seconds per predicted second
     bool measured = false;  // rate comes from a measurement, not a default
+    double inflight_s = 0;  // predicted seconds of the batch it is running
+    double inflight_sum_sq = 0;  // sum of squared unit estimates of that batch (how predictable it is)
+    double evidence = 0;         // sum of 1 / variance of the pace each completed batch showed
+    double weighted_rates = 0;   // sum of pace / variance
+    double rate_variance = 0;    // how uncertain `rate` still is
   };
   Agent& AgentFor(std::string_view agent_id);
   // Predicted seconds the pool gets through per wall second.
@@ -88,6 +103,7 @@ class DynamicStageQueue final : public StageQueue {
   double pending_s_ = 0;
   size_t pending_tests_ = 0;
   std::map<std::string, Agent, std::less<>> agents_;
+  double inflight_s_ = 0;           // sum of the agents' inflight_s
   double observed_wall_s_ = 0;       // work time reported by Completed (start-ups taken out)
   double observed_predicted_s_ = 0;  // what those batches were predicted to take
 };

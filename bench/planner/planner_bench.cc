@@ -273,10 +273,10 @@ int main(int argc, char** argv) {
           // total, not by one test; "where static LPT falls well behind" = LPT is 5% or more over the bound.
           double total = std::accumulate(c->actual.begin(), c->actual.end(), 0.0);
           double longest = *std::max_element(c->actual.begin(), c->actual.end());
-          // The dynamic targets are about stages that last at least 20 start-ups: below that the queue serves the
+          // The dynamic targets are about stages that last at least 40 start-ups: below that the queue serves the
           // static plan on purpose, since splitting further would cost more start-ups than it saves.
           bool units_allow = longest <= 0.5 * total / agents;
-          bool long_stage = bound >= 20 * startup;
+          bool long_stage = bound >= 40 * startup;
           if (c == &exact && units_allow) static_ratio = std::max(static_ratio, row.ours_static);
           if (c == &noisy && row.lpt >= 1.05 && long_stage) {
             dynamic_noise = std::max(dynamic_noise, row.ours_dynamic);

@@ -11,6 +11,7 @@
 #include "common/history/file_history_store.h"
 #include "common/history/history_store.h"
 #include "common/history/redis_history_store.h"
+#include "common/postgres/embedded_postgres.h"
 #include "common/testing/redis_server.h"
 #include "common/status.h"
 #include "common/testing/status_matchers.h"
@@ -66,6 +67,23 @@ class RedisBackend : public Backend {
   absl::Status start_error_;
 };
 
+class PostgresBackend : public Backend {
+ public:
+  PostgresBackend() {
+    auto server = pg::EmbeddedPostgres::Start(pg::EmbeddedOptions{});
+    if (server.ok()) server_ = *std::move(server);
+    else start_error_ = server.status();
+  }
+  absl::StatusOr<std::unique_ptr<HistoryStore>> NewClient() override {
+    if (!server_) return start_error_;
+    return OpenHistoryStore(server_->admin().Url());
+  }
+
+ private:
+  std::unique_ptr<pg::EmbeddedPostgres> server_;
+  absl::Status start_error_;
+};
+
 // One backend (and its server) per kind for the whole binary: servers are slow to start, and every test uses its
 // own project, so tests do not see each other's data.
 Backend& GetBackend(const std::string& kind) {
@@ -75,6 +93,7 @@ Backend& GetBackend(const std::string& kind) {
   if (!b) {
     if (kind == "file") b = std::make_unique<FileBackend>();
     if (kind == "redis") b = std::make_unique<RedisBackend>();
+    if (kind == "postgres") b = std::make_unique<PostgresBackend>();
   }
   return *b;
 }
@@ -281,7 +300,7 @@ TEST_P(HistoryStoreContractTest, ConcurrentWritersLoseNoSample) {
   EXPECT_EQ(by_id["own_1"].runs, kRounds);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, HistoryStoreContractTest, ::testing::Values("file", "redis"),
+INSTANTIATE_TEST_SUITE_P(Backends, HistoryStoreContractTest, ::testing::Values("file", "redis", "postgres"),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/history/file_history_store.h"
 #include "common/history/history_store.h"
+#include "common/history/postgres_history_store.h"
 #include "common/history/redis_history_store.h"
 #include "common/status.h"
 
@@ -21,8 +22,13 @@ absl::StatusOr<std::unique_ptr<HistoryStore>> OpenHistoryStore(std::string_view 
     TS_ASSIGN_OR_RETURN(std::unique_ptr<RedisHistoryStore> store, RedisHistoryStore::Connect(address, options));
     return std::unique_ptr<HistoryStore>(std::move(store));
   }
-  if (starts_with("postgresql:") || starts_with("postgres:")) {
-    return absl::UnimplementedError("the PostgreSQL history store is not built yet");
+  if (starts_with("postgresql://") || starts_with("postgres://")) {
+    TS_ASSIGN_OR_RETURN(auto store, PostgresHistoryStore::Connect(std::string(spec), options));
+    return std::unique_ptr<HistoryStore>(std::move(store));
+  }
+  if (starts_with("postgresql:")) {  // postgresql:host=... dbname=... (libpq key=value)
+    TS_ASSIGN_OR_RETURN(auto store, PostgresHistoryStore::Connect(std::string(spec.substr(11)), options));
+    return std::unique_ptr<HistoryStore>(std::move(store));
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown history store '", ToAbsl(spec),

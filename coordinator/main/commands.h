@@ -11,6 +11,9 @@ namespace testshard {
 void AddVersionCommand(CLI::App& app, int* exit_code);
 void AddRunCommands(CLI::App& app, int* exit_code);  // run, coordinator
 void AddAgentCommand(CLI::App& app, int* exit_code);
+void AddHistoryCommand(CLI::App& app, int* exit_code);  // history show|import|export
+void AddPlanCommand(CLI::App& app, int* exit_code);
+void AddSplitCommand(CLI::App& app, int* exit_code);
 
 }  // namespace testshard
 
