@@ -2,10 +2,13 @@
 // collection, and runs its own shard; no coordinator is involved.
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "CLI/CLI.hpp"
-#include "common/process.h"
+#include "absl/strings/str_cat.h"
 #include "coordinator/lpt_planner.h"
 #include "coordinator/main/commands.h"
 #include "coordinator/main/plan_inputs.h"
@@ -50,25 +53,25 @@ void AddSplitCommand(CLI::App& app, int* exit_code) {
       *exit_code = 0;
       return;
     }
-    ProcessSpec spec;
-    spec.argv = command->empty() ? inputs->command : *command;
-    if (spec.argv.empty()) {
+    std::vector<std::string> argv = command->empty() ? inputs->command : *command;
+    if (argv.empty()) {
       *exit_code = ReportFailure(absl::InvalidArgumentError("no command: give one after -- or in the config"));
       return;
     }
-    spec.argv.insert(spec.argv.end(), ids.begin(), ids.end());
-    spec.cwd = inputs->workdir;
-    spec.env = inputs->env;
-    spec.stdout_path = "/dev/stdout";
-    spec.stderr_path = "/dev/stderr";
-    spec.stdin_path = "/dev/stdin";
-    PosixProcessRunner runner;
-    auto result = runner.Run(spec, nullptr);
-    if (!result.ok()) {
-      *exit_code = ReportFailure(result.status());
+    argv.insert(argv.end(), ids.begin(), ids.end());
+    // The shard's runner takes this process's place: same stdio (a CI log may be a file, which must not be
+    // reopened or truncated), same process group, and its exit code is the job's. No shell is involved.
+    if (!inputs->workdir.empty() && ::chdir(inputs->workdir.c_str()) != 0) {
+      *exit_code = ReportFailure(absl::NotFoundError("cannot enter " + inputs->workdir));
       return;
     }
-    *exit_code = result->term_signal ? 128 + result->term_signal : result->exit_code;
+    for (const auto& [k, v] : inputs->env) ::setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> cargv;
+    for (std::string& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    std::fflush(nullptr);
+    ::execvp(cargv[0], cargv.data());
+    *exit_code = ReportFailure(absl::NotFoundError(absl::StrCat("cannot run ", argv[0], ": ", std::strerror(errno))));
   });
 }
 
