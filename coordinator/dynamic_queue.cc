@@ -129,7 +129,7 @@ std::optional<Batch> DynamicStageQueue::Next(std::string_view agent_id) {
     if (start == pending_.size()) {
       start = 0;  // only long work is left: somebody has to run it
     } else if (start > 0 && !agent.measured) {
-      batch_s = floor_s;  // a probe: learn this agent's pace before it may take a long unit
+      return Probe(agent, floor_s / agent.rate);
     }
   }
   const double budget = batch_s / agent.rate;  // in predicted seconds
@@ -169,6 +169,30 @@ std::optional<Batch> DynamicStageQueue::Next(std::string_view agent_id) {
   }
   pending_.erase(pending_.begin() + static_cast<ptrdiff_t>(start), pending_.begin() + static_cast<ptrdiff_t>(end));
   if (pending_.empty()) pending_s_ = 0;  // no drift from float subtraction
+  batch.test_ids.reserve(tests.size());
+  for (uint32_t t : tests) batch.test_ids.push_back(ids_[t]);
+  agent.inflight_s = batch.predicted_s;
+  agent.inflight_sum_sq = sum_sq;
+  inflight_s_ += batch.predicted_s;
+  return batch;
+}
+
+Batch DynamicStageQueue::Probe(Agent& agent, double budget) {
+  // The smallest units: many of them, so the pace they show is trustworthy, and none that the end of the stage
+  // will miss (there are plenty of small ones, and the long units are not delayed by more than the probe).
+  Batch batch;
+  double sum_sq = 0;
+  std::vector<uint32_t> tests;
+  while (!pending_.empty() && (tests.empty() || batch.predicted_s + pending_.back().seconds <= budget)) {
+    WorkUnit& u = pending_.back();
+    batch.predicted_s += u.seconds;
+    sum_sq += u.seconds * u.seconds;
+    pending_s_ -= u.seconds;
+    pending_tests_ -= u.tests.size();
+    tests.insert(tests.end(), u.tests.begin(), u.tests.end());
+    pending_.pop_back();
+  }
+  if (pending_.empty()) pending_s_ = 0;
   batch.test_ids.reserve(tests.size());
   for (uint32_t t : tests) batch.test_ids.push_back(ids_[t]);
   agent.inflight_s = batch.predicted_s;

@@ -49,13 +49,22 @@ struct DynamicOptions {
   double whole_share_below_startups = 40;
 };
 
-// Hands out the stage's work units longest first, in batches whose size follows the time left: large while there
-// is much to do (few start-ups), shrinking towards the end (so a wrong estimate or a slow agent costs at most a
-// small last batch). Long units are held back from agents of unknown or poor pace: while there are any, an
-// agent's first batch is a short probe that measures it, and the long units go to the agents measured fastest. Each batch is sized for the agent that asks: its measured start-up (AgentProfile, else
-// PlanRequest::default_startup_s) sets the smallest batch worth starting, and its measured pace (AgentProfile
-// speed, then what Completed reports) converts time into predicted seconds. An agent id it has not seen joins
-// the pool (late-joining agents shrink everybody's later batches).
+// Hands out the stage's work units longest first, in batches whose size follows the time left (guided
+// self-scheduling): large while there is much to do (few start-ups), shrinking towards the end, so that a wrong
+// estimate or a slow agent costs at most a small last batch.
+//
+//  - Each batch is sized for the agent that asks. Its start-up (AgentProfile::startup_s, else
+//    PlanRequest::default_startup_s) sets the smallest batch worth starting; its pace (AgentProfile::speed, then
+//    what Completed reports, weighed by how much each batch could tell) turns wall time into predicted seconds.
+//  - An agent of unknown pace gets at most half its share: even if it turns out twice as slow, that batch ends in
+//    time. Once its pace is known it takes most of its share, less a reserve for the batch's own predicted error
+//    (a batch of a few large tests keeps more back than one of many small ones).
+//  - Long units (half an agent's share or more) go only to agents measured close to the fastest: one on a slow
+//    agent would set the finish time. While there are any, an unmeasured agent's first batch is a probe of the
+//    smallest units, so it is measured within seconds.
+//  - A stage whose span is only a few start-ups is served as the static plan (PartitionUnits), one shard per agent:
+//    there, every extra batch costs more than any rebalancing can win.
+//  - An agent id it has not seen joins the pool (late-joining agents shrink everybody's later batches).
 //
 // Not thread-safe: the coordinator calls it under its own lock. All calls are O(size of the batch) amortised.
 class DynamicStageQueue final : public StageQueue {
@@ -87,6 +96,8 @@ class DynamicStageQueue final : public StageQueue {
   double DefaultRate() const;
   double BestRate() const;
   void PushFront(std::vector<WorkUnit> units);
+  // A short first batch of the smallest units, to measure an agent before it may take a long one.
+  Batch Probe(Agent& agent, double budget);
 
   const DynamicOptions options_;
   const int planned_agents_;
