@@ -108,6 +108,7 @@ LeaseInfo RunState::NewLease(const std::string& agent_id, Stage& stage, LeaseKin
   info.markers = stage.config.markers;
   info.deadline = clock_->Now() + options_.lease_ttl;
   info.timeout = stage.config.timeout;
+  info.test_timeout = stage.config.test_timeout;
   info.maxfail = stage.config.maxfail;
   return info;
 }
@@ -131,6 +132,7 @@ Work RunState::NextWork(const std::string& agent_id) {
     if (!s) {
       w.kind = Work::kDone;
       w.reason = cancelled_ ? "run cancelled" : "all stages finished";
+      dismissed_.insert(agent_id);
       return w;
     }
     switch (s->status) {
@@ -245,7 +247,7 @@ void RunState::Record(Stage& stage, Lease& lease, TestCase tc) {
 }
 
 absl::Status RunState::ReportResults(const std::string& agent_id, const std::string& lease_id,
-                                     const std::vector<TestCase>& results) {
+                                     const std::vector<TestCase>& results, std::string* cancel_reason) {
   absl::MutexLock l(&mu_);
   ExpireLocked();
   absl::Status why;
@@ -263,6 +265,9 @@ absl::Status RunState::ReportResults(const std::string& agent_id, const std::str
   }
   for (const TestCase& tc : results) {
     if (!lease->reported.count(tc.id)) Record(*stage, *lease, tc);
+  }
+  if (cancel_reason && lease->state == Lease::kCancelled) {
+    *cancel_reason = lease->cancel_reason.empty() ? "cancelled" : lease->cancel_reason;
   }
   return absl::OkStatus();
 }
@@ -306,10 +311,22 @@ absl::Status RunState::CompleteLease(const std::string& agent_id, const std::str
     return absl::OkStatus();
   }
 
-  // Whatever the lease holds without a result: the agent's reason for stopping becomes theirs.
+  // Tests the agent never started go back to the queue, unless the stage is being cancelled.
+  std::set<std::string> requeue;
+  if (!was_cancelled && !stage->cancelling && c.status != Completion::kCancelled) {
+    for (const std::string& id : c.unattempted) {
+      if (!lease->reported.count(id) && !stage->results.count(id)) requeue.insert(id);
+    }
+    std::vector<std::string> back;
+    for (const std::string& id : lease->info.test_ids) {
+      if (requeue.count(id)) back.push_back(id);
+    }
+    if (!back.empty() && stage->queue) stage->queue->Return(std::move(back));
+  }
+  // Whatever else the lease holds without a result: the agent's reason for stopping becomes theirs.
   std::string reason = c.error.empty() ? "the agent reported no result" : c.error;
   for (const std::string& id : lease->info.test_ids) {
-    if (lease->reported.count(id) || stage->results.count(id)) continue;
+    if (lease->reported.count(id) || stage->results.count(id) || requeue.count(id)) continue;
     if (was_cancelled || c.status == Completion::kCancelled) {
       Record(*stage, *lease,
              Synthetic(id, Outcome::kNotRun, lease->cancel_reason.empty() ? "cancelled" : lease->cancel_reason, ""));
@@ -413,6 +430,14 @@ bool RunState::done() const {
   absl::MutexLock l(&mu_);
   for (const Stage& s : stages_) {
     if (!Terminal(s.status)) return false;
+  }
+  return true;
+}
+
+bool RunState::AgentsDismissed() const {
+  absl::MutexLock l(&mu_);
+  for (const auto& [id, name] : agents_) {
+    if (!dismissed_.count(id)) return false;
   }
   return true;
 }

@@ -30,7 +30,8 @@ struct LeaseInfo {
   std::string markers;
   std::vector<std::string> test_ids;
   absl::Time deadline;
-  absl::Duration timeout;  // for the child process; zero = none
+  absl::Duration timeout;       // for the child process; zero = none
+  absl::Duration test_timeout;  // for one test; zero = none
   int maxfail = 0;
 };
 
@@ -54,7 +55,8 @@ struct Completion {
   int exit_code = 0;
   std::string error;
   std::string stderr_tail;
-  std::vector<std::string> collected;  // discovery leases
+  std::vector<std::string> collected;    // discovery leases
+  std::vector<std::string> unattempted;  // run leases: never started, to be run again
 };
 
 enum class StageStatus { kPending, kDiscovering, kRunning, kPassed, kFailed, kSkipped, kCancelled };
@@ -97,8 +99,10 @@ class RunState {
 
   // Per-test results for a lease. FailedPrecondition when the lease is unknown, expired, completed or not this
   // agent's (so a late agent never counts a test twice); InvalidArgument for a test the lease does not hold.
+  // `cancel_reason`, when given, is set to why the lease was cancelled (empty while it is live), so agents hear
+  // of a cancel with every report rather than only on their next heartbeat.
   absl::Status ReportResults(const std::string& agent_id, const std::string& lease_id,
-                             const std::vector<TestCase>& results);
+                             const std::vector<TestCase>& results, std::string* cancel_reason = nullptr);
 
   // Ends a lease. Tests of a run lease left without a result become errors carrying the completion's reason.
   absl::Status CompleteLease(const std::string& agent_id, const std::string& lease_id, const Completion& completion);
@@ -113,6 +117,8 @@ class RunState {
   void ExpireLeases();
 
   bool done() const;
+  // True once every registered agent has been told the run is done (so the server may stop).
+  bool AgentsDismissed() const;
   // Blocks until done() or `deadline`; true when done.
   bool WaitDone(absl::Time deadline) const;
   int exit_code() const;
@@ -158,6 +164,7 @@ class RunState {
   std::vector<Stage> stages_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Lease> leases_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> agents_ ABSL_GUARDED_BY(mu_);  // id -> name
+  std::set<std::string> dismissed_ ABSL_GUARDED_BY(mu_);            // agents told the run is done
   int next_agent_ ABSL_GUARDED_BY(mu_) = 0;
   int next_lease_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;

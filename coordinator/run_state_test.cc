@@ -318,5 +318,24 @@ TEST_F(RunStateTest, LostDiscoveryIsHandedToAnotherAgent) {
   EXPECT_EQ(wb.lease.kind, LeaseKind::kDiscover);
 }
 
+TEST_F(RunStateTest, UnattemptedTestsRunAgainAndTheCrashedOneIsAnError) {
+  Start({Stage("unit")}, 1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 4));
+  LeaseInfo la = Take(a);
+  ASSERT_THAT(run_->ReportResults(a, la.id, {Result(la.test_ids[0], Outcome::kPassed)}), IsOk());
+  Completion crashed;
+  crashed.status = Completion::kCrashed;
+  crashed.error = "the pytest worker died";
+  crashed.unattempted = {la.test_ids[2], la.test_ids[3]};  // test 1 was running when it died
+  ASSERT_THAT(run_->CompleteLease(a, la.id, crashed), IsOk());
+  LeaseInfo again = Take(a);
+  EXPECT_EQ(again.test_ids, (std::vector<std::string>{la.test_ids[2], la.test_ids[3]}));
+  Finish(a, again, Outcome::kPassed);
+  EXPECT_EQ(OutcomeOf(la.test_ids[1]), Outcome::kError);
+  EXPECT_EQ(OutcomeOf(la.test_ids[3]), Outcome::kPassed);
+  for (const auto& [id, n] : Appearances()) EXPECT_EQ(n, 1) << id;
+}
+
 }  // namespace
 }  // namespace testshard::coordinator

@@ -74,6 +74,7 @@ v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
   spec.set_workdir(fs::relative(config.workdir, fs::absolute(root)).string());
   spec.mutable_env()->insert(config.env.begin(), config.env.end());
   spec.set_runner(config.runner);
+  spec.set_warm(config.warm);
   const DatabaseConfig& db = config.database;
   v1::DatabaseSpec* d = spec.mutable_database();
   d->set_enabled(db.mode != DatabaseConfig::Mode::kNone);
@@ -91,7 +92,7 @@ v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
 absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, const SessionOptions& options) {
   auto s = std::unique_ptr<Session>(new Session());
   s->config_ = config;
-  s->run_id_ = RandomToken().substr(0, 12);
+  s->run_id_ = options.run_id.empty() ? RandomToken().substr(0, 12) : options.run_id;
   s->started_ = absl::Now();
   s->tty_ = isatty(STDOUT_FILENO);
   coordinator::RunOptions ro;

@@ -1,0 +1,113 @@
+#include "tests/e2e/e2e_util.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "gtest/gtest.h"
+#include "pugixml.hpp"
+
+namespace testshard::e2e {
+
+namespace fs = std::filesystem;
+
+const char kPytestIni[] = R"([pytest]
+addopts = --strict-markers
+markers =
+    unit
+    db
+    fail
+    crash
+    weird
+)";
+
+std::map<std::string, int> Report::Appearances() const {
+  std::map<std::string, int> seen;
+  for (const ReportedCase& c : cases) ++seen[c.classname + "::" + c.name];
+  return seen;
+}
+
+int Report::Count(Outcome o) const {
+  int n = 0;
+  for (const ReportedCase& c : cases) n += c.outcome == o;
+  return n;
+}
+
+Report ReadReport(const std::string& path) {
+  Report r;
+  pugi::xml_document doc;
+  pugi::xml_parse_result parsed = doc.load_file(path.c_str());
+  if (!parsed) {
+    r.error = parsed.description();
+    return r;
+  }
+  r.parsed = true;
+  for (pugi::xml_node suite : doc.child("testsuites").children("testsuite")) {
+    for (pugi::xml_node tc : suite.children("testcase")) {
+      ReportedCase c;
+      c.suite = suite.attribute("name").value();
+      c.classname = tc.attribute("classname").value();
+      c.name = tc.attribute("name").value();
+      if (auto f = tc.child("failure")) {
+        c.outcome = Outcome::kFailed;
+        c.message = f.attribute("message").value();
+      } else if (auto e = tc.child("error")) {
+        c.outcome = Outcome::kError;
+        c.message = e.attribute("message").value();
+      } else if (auto s = tc.child("skipped")) {
+        c.message = s.attribute("message").value();
+        c.outcome = std::string(s.attribute("type").value()) == "testshard.NotRun" ? Outcome::kNotRun : Outcome::kSkipped;
+      }
+      for (pugi::xml_node p : tc.child("properties").children("property")) {
+        c.properties[p.attribute("name").value()] = p.attribute("value").value();
+      }
+      r.cases.push_back(std::move(c));
+    }
+  }
+  return r;
+}
+
+Project::Project() {
+  char tmpl[] = "/tmp/ts-e2e-XXXXXX";
+  dir_ = mkdtemp(tmpl);
+  fs::permissions(dir_, fs::perms::all);
+  Write("pytest.ini", kPytestIni);
+}
+
+Project::~Project() {
+  std::error_code ec;
+  fs::remove_all(dir_, ec);
+}
+
+void Project::Write(const std::string& relative, const std::string& text) const {
+  fs::path p = fs::path(dir_) / relative;
+  fs::create_directories(p.parent_path());
+  std::ofstream(p) << text;
+}
+
+std::string Project::Read(const std::string& relative) const {
+  std::ifstream in(fs::path(dir_) / relative);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+Project::Result Project::Testshard(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+                                   absl::Duration timeout) const {
+  ProcessSpec spec;
+  spec.argv = {TESTSHARD_BIN};
+  spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+  spec.cwd = dir_;
+  spec.env = env;
+  spec.env["TESTSHARD_BRANCH"] = env.count("TESTSHARD_BRANCH") ? env.at("TESTSHARD_BRANCH") : "main";
+  spec.stdout_path = spec.stderr_path = dir_ + "/testshard.out";
+  spec.timeout = timeout;
+  PosixProcessRunner runner;
+  auto r = runner.Run(spec, nullptr);
+  EXPECT_TRUE(r.ok()) << r.status();
+  Result result;
+  if (r.ok()) result.process = *r;
+  result.output = Read("testshard.out");
+  return result;
+}
+
+}  // namespace testshard::e2e
