@@ -52,6 +52,42 @@ void ApplySample(TestHistory& h, const Sample& sample, const HistoryOptions& opt
   h.p90_s = Percentile(h.recent_s, 0.9);
 }
 
+std::vector<Sample> SamplesFromResults(const std::vector<TestCase>& cases, absl::Time at) {
+  std::vector<Sample> out;
+  out.reserve(cases.size());
+  for (const TestCase& c : cases) {
+    for (const TestAttempt& a : c.reruns) {
+      if (a.outcome != Outcome::kNotRun) out.push_back(Sample{c.id, a.time_s, a.outcome, at});
+    }
+    if (c.result.outcome != Outcome::kNotRun) out.push_back(Sample{c.id, c.result.time_s, c.result.outcome, at});
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, double>> KnownDurations(const std::vector<TestHistory>& records) {
+  std::vector<std::pair<std::string, double>> out;
+  out.reserve(records.size());
+  for (const TestHistory& h : records) {
+    if (h.has_duration()) out.emplace_back(h.test_id, h.ewma_s);
+  }
+  return out;
+}
+
+bool LooksFlaky(const TestHistory& h) {
+  const bool passed = h.outcomes.find('P') != std::string::npos;
+  const bool failed = h.outcomes.find_first_of("FE") != std::string::npos;
+  return passed && failed;
+}
+
+double FailureRate(const TestHistory& h) {
+  int executed = 0, failed = 0;
+  for (char c : h.outcomes) {
+    if (c == 'P' || c == 'F' || c == 'E') ++executed;
+    if (c == 'F' || c == 'E') ++failed;
+  }
+  return executed ? static_cast<double>(failed) / executed : 0;
+}
+
 std::string EncodeJson(const TestHistory& h, bool with_id) {
   nlohmann::json j;
   if (with_id) j["id"] = h.test_id;

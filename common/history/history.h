@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -50,6 +51,19 @@ struct HistoryOptions {
 
 // Folds `sample` into `h` (whose test_id it must match; an empty h.test_id is taken from the sample).
 void ApplySample(TestHistory& h, const Sample& sample, const HistoryOptions& options = {});
+
+// The samples of a finished run, as the coordinator hands them to HistoryStore::Update: every attempt of every
+// test, earlier attempts first (so a pass on retry leaves "FP" in the outcomes, which is how flakiness shows),
+// dated `at`. "Not run" tests yield nothing.
+std::vector<Sample> SamplesFromResults(const std::vector<TestCase>& cases, absl::Time at);
+
+// The estimate the planner uses for each test with a known duration: (test id, ewma_s).
+std::vector<std::pair<std::string, double>> KnownDurations(const std::vector<TestHistory>& records);
+
+// Flakiness from the recent outcomes: a test that both passed and failed (or errored) in its window.
+bool LooksFlaky(const TestHistory& h);
+// Failed or errored runs over runs that executed (passed, failed or errored) in the window; 0 when none did.
+double FailureRate(const TestHistory& h);
 
 // Nearest-rank percentile (q in [0, 1]) of `values`; 0 when empty.
 double Percentile(std::vector<double> values, double q);

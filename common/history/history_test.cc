@@ -82,6 +82,39 @@ TEST(ApplySampleTest, LastSeenNeverGoesBackwards) {
   EXPECT_EQ(h.last_seen, absl::FromUnixSeconds(2000));
 }
 
+TEST(SamplesFromResultsTest, EveryAttemptOldestFirstAndNothingForNotRun) {
+  TestCase flaky;
+  flaky.id = "a.py::t";
+  flaky.reruns.push_back(TestAttempt{.outcome = Outcome::kFailed, .time_s = 2});
+  flaky.result = TestAttempt{.outcome = Outcome::kPassed, .time_s = 1};
+  TestCase cancelled;
+  cancelled.id = "a.py::u";
+  cancelled.result.outcome = Outcome::kNotRun;
+  auto samples = SamplesFromResults({flaky, cancelled}, absl::FromUnixSeconds(5));
+  ASSERT_EQ(samples.size(), 2u);
+  EXPECT_EQ(samples[0].outcome, Outcome::kFailed);
+  EXPECT_EQ(samples[1].outcome, Outcome::kPassed);
+  TestHistory h;
+  for (const Sample& s : samples) ApplySample(h, s);
+  EXPECT_EQ(h.outcomes, "FP");
+  EXPECT_TRUE(LooksFlaky(h));
+  EXPECT_DOUBLE_EQ(FailureRate(h), 0.5);
+}
+
+TEST(LooksFlakyTest, SkipsAndSteadyFailuresAreNotFlaky) {
+  TestHistory steady{.outcomes = "FFFE"};
+  TestHistory skipped{.outcomes = "PSPS"};
+  EXPECT_FALSE(LooksFlaky(steady));
+  EXPECT_FALSE(LooksFlaky(skipped));
+  EXPECT_DOUBLE_EQ(FailureRate(skipped), 0);
+}
+
+TEST(KnownDurationsTest, OnlyTestsWithADuration) {
+  TestHistory timed{.test_id = "a", .ewma_s = 2, .recent_s = {2}};
+  TestHistory skipped_only{.test_id = "b", .outcomes = "S"};
+  EXPECT_THAT(KnownDurations({timed, skipped_only}), ElementsAre(std::pair<std::string, double>("a", 2)));
+}
+
 TEST(PercentileTest, NearestRank) {
   EXPECT_EQ(Percentile({}, 0.9), 0);
   EXPECT_EQ(Percentile({5, 1, 3, 2, 4, 6, 7, 8, 9, 10}, 0.9), 9);

@@ -110,10 +110,13 @@ void AddHistoryCommand(CLI::App& app, int* exit_code) {
     if (*show_format == "json") {
       for (const auto& h : *records) std::printf("%s\n", history::EncodeJson(h, true).c_str());
     } else {
-      std::printf("%10s %10s %6s  %-20s %-20s %s\n", "ewma_s", "p90_s", "runs", "outcomes", "last_seen", "test");
+      std::printf("%10s %10s %6s  %-20s %5s %-6s %-20s %s\n", "ewma_s", "p90_s", "runs", "outcomes", "fail%", "flaky",
+                  "last_seen", "test");
       for (const auto& h : *records) {
-        std::printf("%10.3f %10.3f %6lld  %-20s %-20s %s\n", h.ewma_s, h.p90_s, static_cast<long long>(h.runs),
-                    h.outcomes.c_str(), absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", h.last_seen, absl::UTCTimeZone()).c_str(),
+        std::printf("%10.3f %10.3f %6lld  %-20s %5.0f %-6s %-20s %s\n", h.ewma_s, h.p90_s,
+                    static_cast<long long>(h.runs), h.outcomes.c_str(), 100 * history::FailureRate(h),
+                    history::LooksFlaky(h) ? "yes" : "",
+                    absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", h.last_seen, absl::UTCTimeZone()).c_str(),
                     h.test_id.c_str());
       }
     }

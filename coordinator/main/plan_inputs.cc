@@ -133,13 +133,8 @@ absl::StatusOr<PlanInputs> LoadPlanInputs(const PlanInputFlags& flags) {
 
   TS_ASSIGN_OR_RETURN(auto store, history::OpenHistoryStore(flags.store));
   TS_ASSIGN_OR_RETURN(std::vector<history::TestHistory> records, store->ReadAll(project));
-  std::vector<std::pair<std::string, double>> known;
-  known.reserve(records.size());
-  for (history::TestHistory& h : records) {
-    if (h.has_duration()) known.emplace_back(std::move(h.test_id), h.ewma_s);
-  }
   in.estimator = std::make_shared<coordinator::DurationEstimator>(
-      std::move(known), coordinator::EstimatorOptions{.default_s = flags.default_s});
+      history::KnownDurations(records), coordinator::EstimatorOptions{.default_s = flags.default_s});
   auto estimator = in.estimator;
   in.request.estimate = [estimator](const std::string& id) { return estimator->Seconds(id); };
   in.request.granularity = *coordinator::ParseGranularity(flags.granularity);
