@@ -39,7 +39,8 @@ Agent::Agent(AgentOptions options, ProcessRunner* runner)
   args.SetMaxSendMessageSize(kMaxMessageBytes);
   // Reconnect quickly after a coordinator restart rather than gRPC's default of up to two minutes.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  channel_ = grpc::CreateCustomChannel(options_.coordinator, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(
+      options_.coordinator, options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials(), args);
   stub_ = v1::Coordinator::NewStub(channel_);
 }
 
@@ -75,7 +76,7 @@ absl::Status Agent::Register() {
   absl::Duration backoff = absl::Milliseconds(100);
   while (true) {
     v1::RegisterResponse resp;
-    auto ctx = Context(absl::Seconds(10));
+    auto ctx = Context(std::min(absl::Seconds(10), options_.connect_timeout));
     ctx->set_wait_for_ready(true);
     grpc::Status s = stub_->Register(ctx.get(), req, &resp);
     if (s.ok()) {

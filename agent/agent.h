@@ -35,6 +35,7 @@ struct AgentOptions {
   // Starts a server of the agent's own when neither of the above names one; called from Run()'s thread.
   std::function<absl::StatusOr<pg::Connection>()> start_embedded_server;
   absl::Duration connect_timeout = absl::Seconds(60);  // how long to keep retrying an unreachable coordinator
+  std::shared_ptr<grpc::ChannelCredentials> credentials;  // null = plaintext
 };
 
 // Run() is called once, from one thread; Stop() from any thread (a signal handler thread).

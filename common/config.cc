@@ -159,7 +159,7 @@ class Reader {
     const toml::table* t = n.as_table();
     if (!t) return Error(n, key, absl::StrCat("expected a table, got ", TypeName(n)));
     TS_RETURN_IF_ERROR(OnlyKeys(*t, key + ".",
-                                {"name", "markers", "maxfail", "timeout", "test_timeout", "branches", "continue_on_failure"}));
+                                {"name", "markers", "maxfail", "timeout", "test_timeout", "branches", "continue_on_failure", "retries"}));
     const toml::node* name = t->get("name");
     if (!name) return Error(n, key + ".name", "every stage needs a name");
     TS_ASSIGN_OR_RETURN(stage->name, String(*name, key + ".name"));
@@ -177,6 +177,11 @@ class Reader {
     if (const toml::node* m = t->get("maxfail")) {
       TS_ASSIGN_OR_RETURN(int64_t v, Int(*m, key + ".maxfail", 0));
       stage->maxfail = static_cast<int>(v);
+    }
+    if (const toml::node* m = t->get("retries")) {
+      TS_ASSIGN_OR_RETURN(int64_t v, Int(*m, key + ".retries", 0));
+      if (v > 10) return Error(*m, key + ".retries", "at most 10");
+      stage->retries = static_cast<int>(v);
     }
     if (const toml::node* m = t->get("timeout")) { TS_ASSIGN_OR_RETURN(stage->timeout, Duration(*m, key + ".timeout")); }
     if (const toml::node* m = t->get("test_timeout")) {

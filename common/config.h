@@ -20,6 +20,7 @@ struct StageConfig {
   absl::Duration test_timeout = absl::ZeroDuration();  // per test; zero = none
   std::vector<std::string> branches;  // run only on these branches; empty = always
   bool continue_on_failure = false;   // later stages run even when this one fails
+  int retries = 0;                    // a failed test runs again up to this many times, on another agent if any
 };
 
 struct DatabaseConfig {

@@ -33,6 +33,7 @@ struct RunFlags {
   std::string token_file;
   std::string database_url;
   bool allow_remote_plaintext = false;
+  ServerTls tls;
 };
 
 absl::StatusOr<Config> Load(const std::string& flag) {
@@ -182,6 +183,7 @@ int RunCoordinator(const RunFlags& flags) {
   SessionOptions so;
   so.listen = flags.listen;
   so.allow_remote_plaintext = flags.allow_remote_plaintext;
+  so.tls = flags.tls;
   so.agents = std::max(1, flags.agents > 0 ? flags.agents : config->agents);
   so.branch = DetectBranch(flags.branch, ProjectDir(*config));
   so.token = token;
@@ -230,6 +232,10 @@ void AddRunCommands(CLI::App& app, int* exit_code) {
                     "admin URL of a PostgreSQL server all agents clone from (default: each agent's own)");
   coord->add_flag("--allow-remote-plaintext", flags->allow_remote_plaintext,
                   "serve plaintext gRPC on a non-loopback address (trusted networks only)");
+  coord->add_option("--tls-cert", flags->tls.cert_file, "PEM certificate chain: serve TLS");
+  coord->add_option("--tls-key", flags->tls.key_file, "PEM private key for --tls-cert");
+  coord->add_option("--tls-client-ca", flags->tls.client_ca_file,
+                    "PEM CA: require agents to present a certificate it signed (mutual TLS)");
   coord->callback([flags, exit_code] { *exit_code = RunCoordinator(*flags); });
 }
 

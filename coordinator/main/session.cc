@@ -108,7 +108,7 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, co
   so.artifact_dir = options.run_dir + "/artifacts";
   so.spec = BuildRunSpec(config, options.server_url);
   so.heartbeat_interval = options.heartbeat;
-  TS_ASSIGN_OR_RETURN(s->server_, coordinator::CoordinatorServer::Start(options.listen, s->run_.get(), so,
+  TS_ASSIGN_OR_RETURN(s->server_, coordinator::CoordinatorServer::Start(options.listen, s->run_.get(), so, options.tls,
                                                                          options.allow_remote_plaintext));
   return s;
 }
@@ -184,6 +184,7 @@ int Session::Finish(const std::string& junit_out) {
     if (p.errors) absl::StrAppendFormat(&detail, ", %d errors", p.errors);
     if (p.skipped) absl::StrAppendFormat(&detail, ", %d skipped", p.skipped);
     if (p.not_run) absl::StrAppendFormat(&detail, ", %d not run", p.not_run);
+    if (p.flaky) absl::StrAppendFormat(&detail, " (%d flaky)", p.flaky);
     if (p.total == 0) detail = p.note.empty() ? "no tests selected" : p.note;
     std::printf("  %-20s %-10s %s  %s\n", p.name.c_str(), std::string(coordinator::StageStatusName(p.status)).c_str(),
                 detail.c_str(), p.elapsed > absl::ZeroDuration() ? Seconds(p.elapsed).c_str() : "");
@@ -201,6 +202,19 @@ int Session::Finish(const std::string& junit_out) {
                     msg.c_str());
       }
     }
+  }
+  // A pass on retry is reported, never hidden.
+  int flaky = 0;
+  for (const TestCase* c : all) {
+    if (!c->flaky()) continue;
+    if (flaky++ == 0) std::printf("\nFlaky (passed on retry):\n");
+    if (flaky <= 20) {
+      std::string msg = c->reruns.back().message.substr(0, 120);
+      std::printf("  FLAKY  %s - failed %zu time(s) first: %s\n", c->id.c_str(), c->reruns.size(), msg.c_str());
+    }
+  }
+  for (const auto& [name, why] : run_->DrainedAgents()) {
+    std::printf("\nAgent %s was drained: %s\n", name.c_str(), why.c_str());
   }
   std::sort(all.begin(), all.end(),
             [](const TestCase* a, const TestCase* b) { return a->result.time_s > b->result.time_s; });

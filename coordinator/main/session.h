@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/config.h"
+#include "common/wire.h"
 #include "coordinator/grpc_service.h"
 #include "coordinator/run_state.h"
 
@@ -17,6 +18,7 @@ namespace testshard {
 struct SessionOptions {
   std::string listen = "127.0.0.1:0";
   bool allow_remote_plaintext = false;
+  ServerTls tls;
   int agents = 1;             // shards to plan for
   std::string branch;
   std::string token;

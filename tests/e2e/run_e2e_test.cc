@@ -217,6 +217,36 @@ def test_maybe_die(i):
   EXPECT_EQ(report.Count(Outcome::kPassed), 6);
 }
 
+// A test that fails the first time it runs anywhere and passes after: retried on another agent, reported as flaky
+// (Surefire's flakyFailure) and in the summary, never as a plain pass.
+TEST_F(RunE2eTest, APassOnRetryIsReportedFlaky) {
+  project_.Write("tests/test_flaky.py", R"PY(
+import os, pytest
+
+@pytest.mark.unit
+def test_flaky(record_property):
+    record_property("agent", os.environ["TESTSHARD_AGENT"])
+    flag = os.path.join(os.path.dirname(__file__), "..", "failed-once")
+    if not os.path.exists(flag):
+        open(flag, "w").close()
+        assert False, "first attempt fails"
+
+@pytest.mark.unit
+@pytest.mark.parametrize("i", range(5))
+def test_steady(i):
+    pass
+)PY");
+  project_.Write("testshard.toml", Config("[[stages]]\nname = \"unit\"\nmarkers = \"unit\"\nretries = 2\n"));
+  Project::Result r = Run();
+  EXPECT_EQ(r.process.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("FLAKY  tests/test_flaky.py::test_flaky - failed 1 time(s) first"));
+  EXPECT_THAT(r.output, HasSubstr("(1 flaky)"));
+  Report report = ReadBack();
+  ASSERT_EQ(report.cases.size(), 6u);
+  EXPECT_EQ(report.Count(Outcome::kPassed), 6);
+  EXPECT_THAT(project_.Read("report.xml"), HasSubstr("<flakyFailure message=\"AssertionError: first attempt fails"));
+}
+
 TEST_F(RunE2eTest, BadConfigIsRefusedBeforeAnythingRuns) {
   project_.Write("testshard.toml", Config("[[stages]]\nname = \"db\"\nmarkers = \"db and\"\n"));
   Project::Result r = Run();
