@@ -107,7 +107,7 @@ std::optional<Batch> DynamicStageQueue::Next(std::string_view agent_id) {
   }
   Agent& agent = AgentFor(agent_id);
   // An agent asks when it is free: whatever it had is done.
-  inflight_s_ -= agent.inflight_s;
+  inflight_s_ = std::max(0.0, inflight_s_ - agent.inflight_s);
   agent.inflight_s = 0;
   // Wall seconds the pool needs for what is left, were it shared perfectly: what is pending, plus (on average)
   // half of what the other agents are still running. This agent takes a fraction of its share, but never so little
@@ -231,12 +231,17 @@ void DynamicStageQueue::Return(std::vector<std::string> test_ids) {
     u.seconds += s;
     ids_.push_back(std::move(id));
   }
+  // Work that was lost with its lease is pending again, not running: it must not count twice. Which agent lost it
+  // is not known here; that agent's own account is settled (never below zero) when it asks or reports again.
+  double returned_s = 0;
+  for (const WorkUnit& u : units) returned_s += u.seconds;
+  inflight_s_ = std::max(0.0, inflight_s_ - returned_s);
   PushFront(std::move(units));
 }
 
 void DynamicStageQueue::Completed(std::string_view agent_id, double predicted_s, double wall_s) {
   Agent& agent = AgentFor(agent_id);
-  inflight_s_ -= agent.inflight_s;
+  inflight_s_ = std::max(0.0, inflight_s_ - agent.inflight_s);
   agent.inflight_s = 0;
   const double work_s = wall_s - agent.startup_s;
   if (!(predicted_s > 0) || !(work_s > 0)) return;
