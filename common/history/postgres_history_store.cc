@@ -156,7 +156,7 @@ absl::StatusOr<std::unique_ptr<PostgresHistoryStore>> PostgresHistoryStore::Conn
 
 std::string PostgresHistoryStore::Describe() const {
   // The conninfo may carry a password; describe the server without it.
-  absl::MutexLock l(const_cast<absl::Mutex*>(&mu_));
+  absl::MutexLock l(&mu_);
   return impl_ ? impl_->describe : "postgresql (not connected)";
 }
 

@@ -42,7 +42,7 @@ class PostgresHistoryStore final : public HistoryStore {
 
   const std::string conninfo_;
   const HistoryOptions options_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::unique_ptr<Impl> impl_ ABSL_GUARDED_BY(mu_);
 };
 

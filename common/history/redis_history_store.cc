@@ -230,13 +230,15 @@ absl::Status RedisHistoryStore::EnsureConnectedLocked() {
   }
   redisSetTimeout(c, tv);
   context_ = c;
-  absl::Status s = [&]() -> absl::Status {
-    if (!address_.password.empty()) TS_RETURN_IF_ERROR(Call(context_, {"AUTH", address_.password}).status());
-    if (address_.db != 0) TS_RETURN_IF_ERROR(Call(context_, {"SELECT", std::to_string(address_.db)}).status());
-    return absl::OkStatus();
-  }();
+  absl::Status s = AuthAndSelectLocked();
   if (!s.ok()) DropLocked();
   return s;
+}
+
+absl::Status RedisHistoryStore::AuthAndSelectLocked() {
+  if (!address_.password.empty()) TS_RETURN_IF_ERROR(Call(context_, {"AUTH", address_.password}).status());
+  if (address_.db != 0) TS_RETURN_IF_ERROR(Call(context_, {"SELECT", std::to_string(address_.db)}).status());
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<TestHistory>> RedisHistoryStore::ReadLocked(const std::string& key,
@@ -338,6 +340,25 @@ absl::StatusOr<std::vector<TestHistory>> RedisHistoryStore::ReadAll(std::string_
   return out;
 }
 
+absl::StatusOr<bool> RedisHistoryStore::TryUpdateLocked(const std::string& key, const std::vector<std::string>& ids,
+                                                         const std::vector<Sample>& samples) {
+  TS_RETURN_IF_ERROR(EnsureConnectedLocked());
+  TS_RETURN_IF_ERROR(Call(context_, {"WATCH", key}).status());
+  TS_ASSIGN_OR_RETURN(std::vector<TestHistory> existing, ReadLocked(key, ids));
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = 0; i < existing.size(); ++i) index.emplace(existing[i].test_id, i);
+  for (const Sample& s : samples) {
+    if (s.outcome == Outcome::kNotRun) continue;
+    auto [it, inserted] = index.emplace(s.test_id, existing.size());
+    if (inserted) {
+      existing.emplace_back();
+      existing.back().test_id = s.test_id;
+    }
+    ApplySample(existing[it->second], s, options_);
+  }
+  return WriteLocked(key, existing);
+}
+
 absl::Status RedisHistoryStore::Update(std::string_view project, const std::vector<Sample>& samples) {
   TS_RETURN_IF_ERROR(CheckProject(project));
   std::vector<std::string> ids;
@@ -353,23 +374,7 @@ absl::Status RedisHistoryStore::Update(std::string_view project, const std::vect
   absl::MutexLock l(&mu_);
   ScopedSigpipeBlock no_sigpipe;
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-    absl::StatusOr<bool> committed = [&]() -> absl::StatusOr<bool> {
-      TS_RETURN_IF_ERROR(EnsureConnectedLocked());
-      TS_RETURN_IF_ERROR(Call(context_, {"WATCH", key}).status());
-      TS_ASSIGN_OR_RETURN(std::vector<TestHistory> existing, ReadLocked(key, ids));
-      std::unordered_map<std::string, size_t> index;
-      for (size_t i = 0; i < existing.size(); ++i) index.emplace(existing[i].test_id, i);
-      for (const Sample& s : samples) {
-        if (s.outcome == Outcome::kNotRun) continue;
-        auto [it, inserted] = index.emplace(s.test_id, existing.size());
-        if (inserted) {
-          existing.emplace_back();
-          existing.back().test_id = s.test_id;
-        }
-        ApplySample(existing[it->second], s, options_);
-      }
-      return WriteLocked(key, existing);
-    }();
+    absl::StatusOr<bool> committed = TryUpdateLocked(key, ids, samples);
     if (!committed.ok()) {
       // The connection may be mid-transaction or WATCHing; a fresh one is the simplest clean state.
       DropLocked();

@@ -53,6 +53,11 @@ class RedisHistoryStore final : public HistoryStore {
   RedisHistoryStore(RedisAddress address, HistoryOptions options);
   absl::Status EnsureConnectedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AuthAndSelectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One optimistic read-modify-write of `samples` (WATCH, HMGET, fold, MULTI/HSET/EXEC). False when a concurrent
+  // writer made EXEC fail.
+  absl::StatusOr<bool> TryUpdateLocked(const std::string& key, const std::vector<std::string>& ids,
+                                       const std::vector<Sample>& samples) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reads the records of `ids` (skipping absent ones) with pipelined HMGETs.
   absl::StatusOr<std::vector<TestHistory>> ReadLocked(const std::string& key, const std::vector<std::string>& ids)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
