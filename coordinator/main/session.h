@@ -27,6 +27,7 @@ struct SessionOptions {
   std::string run_dir;        // artifacts and logs
   absl::Duration heartbeat = absl::Seconds(1);
   absl::Duration lease_ttl = absl::Seconds(15);
+  bool resume = false;        // continue the run whose journal is in run_dir
 };
 
 // Called from the main thread only.
@@ -51,6 +52,7 @@ class Session {
   Config config_;
   std::string run_id_;
   absl::Time started_;
+  std::unique_ptr<coordinator::FileRunJournal> journal_;
   std::unique_ptr<coordinator::RunState> run_;
   std::unique_ptr<coordinator::CoordinatorServer> server_;
   std::string last_line_;
