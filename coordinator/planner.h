@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,7 +17,7 @@ namespace testshard::coordinator {
 
 struct Batch {
   std::vector<std::string> test_ids;
-  double predicted_s = 0;
+  double predicted_s = 0;  // estimated run time of the tests themselves, without the per-batch start-up
 };
 
 // Not thread-safe: the coordinator calls it under its own lock.
@@ -29,6 +30,22 @@ class StageQueue {
   virtual void Return(std::vector<std::string> test_ids) = 0;
   // Tests not yet handed out.
   virtual size_t remaining() const = 0;
+  // Feedback: `agent_id` finished a batch predicted at `predicted_s` (Batch::predicted_s) in `wall_s` seconds,
+  // start-up included. Queues that size batches as they go use it to learn each agent's pace and how far off the
+  // estimates are; fixed queues ignore it.
+  virtual void Completed(std::string_view agent_id, double predicted_s, double wall_s) {}
+};
+
+// How finely a stage may be cut. Coarser units pay their class- or module-scoped fixtures once, but balance worse.
+enum class Granularity { kTest, kClass, kModule };
+
+// What the coordinator has measured about one agent.
+struct AgentProfile {
+  // Seconds each batch costs before its first test runs (interpreter start, imports, collection, connecting to
+  // the database). Negative: unknown, use PlanRequest::default_startup_s.
+  double startup_s = -1;
+  // Relative pace: 2 runs tests twice as fast as the history says, 0.5 half as fast. 0: unknown.
+  double speed = 0;
 };
 
 struct PlanRequest {
@@ -36,6 +53,14 @@ struct PlanRequest {
   int agents = 1;
   // Predicted seconds for a test; may be null when there is no history (every test then counts the same).
   std::function<double(const std::string&)> estimate;
+  Granularity granularity = Granularity::kTest;
+  // Empty, or one key per entry of test_ids: tests that share a non-empty key are never split between batches
+  // (an explicit group marker), whatever the granularity.
+  std::vector<std::string> groups;
+  // Per-batch start-up for agents without a measured one.
+  double default_startup_s = 0;
+  // Measured per agent id; agents not listed get the defaults.
+  std::map<std::string, AgentProfile, std::less<>> agent_profiles;
 };
 
 class Planner {

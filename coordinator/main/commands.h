@@ -12,6 +12,9 @@ void AddVersionCommand(CLI::App& app, int* exit_code);
 void AddRunCommands(CLI::App& app, int* exit_code);  // run, coordinator
 void AddAgentCommand(CLI::App& app, int* exit_code);
 void AddMergeCommand(CLI::App& app, int* exit_code);
+void AddHistoryCommand(CLI::App& app, int* exit_code);  // history show|import|export
+void AddPlanCommand(CLI::App& app, int* exit_code);
+void AddSplitCommand(CLI::App& app, int* exit_code);
 
 }  // namespace testshard
 

@@ -22,6 +22,9 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   testshard::AddRunCommands(app, &exit_code);
   testshard::AddAgentCommand(app, &exit_code);
+  testshard::AddPlanCommand(app, &exit_code);
+  testshard::AddSplitCommand(app, &exit_code);
+  testshard::AddHistoryCommand(app, &exit_code);
   testshard::AddVersionCommand(app, &exit_code);
   testshard::AddMergeCommand(app, &exit_code);
   try {

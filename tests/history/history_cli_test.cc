@@ -1,0 +1,171 @@
+// The planning commands as a CI job uses them: a real pytest project, the real binary, real collection.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/process.h"
+#include "common/status.h"
+#include "common/testing/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace testshard {
+namespace {
+namespace fs = std::filesystem;
+
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+using ::testing::SizeIs;
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+class HistoryCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/testshard-cli-XXXXXX";
+    dir_ = ::mkdtemp(tmpl);
+    fs::create_directories(dir_ + "/tests/api");
+    Write("testshard.toml", R"(project = "cli"
+command = ["/usr/bin/python3", "-m", "pytest", "-p", "no:cacheprovider"]
+
+[[stages]]
+name = "unit"
+markers = "unit"
+)");
+    Write("pytest.ini", "[pytest]\nmarkers =\n    unit: fast\n    slow: slow\n");
+    std::string a = "import pytest\n\n";
+    for (int i = 0; i < 20; ++i) a += "@pytest.mark.unit\ndef test_a" + std::to_string(i) + "():\n    pass\n\n";
+    a += "@pytest.mark.unit\n@pytest.mark.parametrize('x', ['a::b', 'c d', '$(x)'])\ndef test_p(x):\n    pass\n\n";
+    a += "@pytest.mark.slow\ndef test_not_in_unit():\n    pass\n";
+    Write("tests/api/test_a.py", a);
+    Write("tests/test_b.py",
+          "import pytest\n\n@pytest.mark.unit\nclass TestB:\n    def test_1(self):\n        pass\n"
+          "    def test_2(self):\n        pass\n");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  void Write(const std::string& rel, const std::string& text) { std::ofstream(dir_ + "/" + rel) << text; }
+
+  CliRun Testshard(std::vector<std::string> args) {
+    ProcessSpec spec;
+    spec.argv = {(fs::read_symlink("/proc/self/exe").parent_path() / "testshard").string()};
+    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+    spec.cwd = dir_;
+    spec.stdout_path = dir_ + "/.out";
+    spec.stderr_path = dir_ + "/.err";
+    spec.timeout = absl::Seconds(120);
+    PosixProcessRunner runner;
+    CliRun run;
+    auto r = runner.Run(spec, nullptr);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (r.ok()) run.exit_code = r->exit_code;
+    std::ifstream o(spec.stdout_path), e(spec.stderr_path);
+    std::stringstream so, se;
+    so << o.rdbuf();
+    se << e.rdbuf();
+    run.out = so.str();
+    run.err = se.str();
+    return run;
+  }
+
+  static std::vector<std::string> Lines(const std::string& text) {
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    return lines;
+  }
+
+  std::string dir_;
+};
+
+TEST_F(HistoryCliTest, SplitShardsCoverTheStageExactlyOnceAndAgreeAcrossJobs) {
+  // A history for some of the tests, as a CI job would have it checked out.
+  Write("durations.json", R"({"tests/api/test_a.py::test_a0": 30, "tests/api/test_a.py::test_a1": 5,
+                              "tests/test_b.py::TestB::test_1": 12})");
+  ASSERT_EQ(Testshard({"history", "import", "durations.json"}).exit_code, 0);
+  std::multiset<std::string> all;
+  std::vector<std::string> first_pass;
+  for (int i = 0; i < 4; ++i) {
+    CliRun r = Testshard({"split", "--stage", "unit", "--index", std::to_string(i), "--total", "4", "--dry-run"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto ids = Lines(r.out);
+    EXPECT_THAT(ids, Not(IsEmpty())) << "shard " << i;
+    all.insert(ids.begin(), ids.end());
+    first_pass.push_back(r.out);
+  }
+  EXPECT_EQ(all.size(), 25u);  // 20 + 3 parameters + 2 methods; the slow test is not in the stage
+  EXPECT_EQ(std::set<std::string>(all.begin(), all.end()).size(), 25u);
+  EXPECT_TRUE(all.count("tests/api/test_a.py::test_p[$(x)]"));
+  // A second job computes the same shard.
+  CliRun again = Testshard({"split", "--stage", "unit", "--index", "2", "--total", "4", "--dry-run"});
+  EXPECT_EQ(again.out, first_pass[2]);
+}
+
+TEST_F(HistoryCliTest, SplitRunsItsShardWithTheConfiguredCommand) {
+  CliRun r = Testshard({"split", "--stage", "unit", "--index", "1", "--total", "2"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("passed"));
+}
+
+TEST_F(HistoryCliTest, SplitFromAFileOfIdsIsOrderIndependent) {
+  Write("ids1.txt", "a.py::t1\na.py::t2\nb.py::t3\nc.py::t4\n");
+  Write("ids2.txt", "c.py::t4\nb.py::t3\na.py::t2\na.py::t1\n");
+  for (int i = 0; i < 3; ++i) {
+    std::vector<std::string> base = {"split", "--index", std::to_string(i), "--total", "3", "--dry-run",
+                                     "--tests-from"};
+    auto a = base, b = base;
+    a.push_back("ids1.txt");
+    b.push_back("ids2.txt");
+    EXPECT_EQ(Testshard(a).out, Testshard(b).out) << i;
+  }
+}
+
+TEST_F(HistoryCliTest, PlanReportsTheBoundAsJson) {
+  CliRun r = Testshard({"plan", "--stage", "unit", "--agents", "3", "--format", "json", "--startup", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["tests"], 25);
+  EXPECT_THAT(j["shards"], SizeIs(3));
+  EXPECT_GE(j["makespan_s"].get<double>(), j["lower_bound_s"].get<double>());
+  EXPECT_EQ(j["estimate_sources"]["default"], 25);
+}
+
+TEST_F(HistoryCliTest, JunitFromARealPytestRunImportsAndExportsForPytestSplit) {
+  ProcessSpec pytest;
+  pytest.argv = {"/usr/bin/python3", "-m", "pytest", "-p", "no:cacheprovider", "--junitxml=" + dir_ + "/report.xml"};
+  pytest.cwd = dir_;
+  PosixProcessRunner runner;
+  ASSERT_TRUE(runner.Run(pytest, nullptr).ok());
+  CliRun imported = Testshard({"history", "import", "report.xml"});
+  ASSERT_EQ(imported.exit_code, 0) << imported.err;
+  CliRun exported = Testshard({"history", "export", "--format", "test-durations"});
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  nlohmann::json j = nlohmann::json::parse(exported.out);
+  EXPECT_EQ(j.size(), 26u);  // every test, the slow one included
+  EXPECT_TRUE(j.contains("tests/test_b.py::TestB::test_1"));
+  EXPECT_TRUE(j.contains("tests/api/test_a.py::test_p[a::b]"));
+}
+
+TEST_F(HistoryCliTest, UnknownStageAndUnreachableStoreFailLoudly) {
+  CliRun r = Testshard({"split", "--stage", "nope", "--index", "0", "--total", "2", "--dry-run"});
+  EXPECT_EQ(r.exit_code, 4);
+  EXPECT_THAT(r.err, HasSubstr("no stage 'nope'"));
+  EXPECT_TRUE(r.out.empty());
+  CliRun s = Testshard({"split", "--stage", "unit", "--index", "0", "--total", "2", "--dry-run", "--store",
+                     "unix:" + dir_ + "/no-redis.sock"});
+  EXPECT_NE(s.exit_code, 0);
+  EXPECT_TRUE(s.out.empty());  // never a shard computed from a history the other jobs may not have seen
+}
+
+}  // namespace
+}  // namespace testshard
