@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/postgres_provisioner.h"
 #include "common/status.h"
 #include "common/wire.h"
 #include "spdlog/spdlog.h"
@@ -44,10 +45,8 @@ Agent::Agent(AgentOptions options, ProcessRunner* runner)
 }
 
 Agent::~Agent() {
-  if (database_ && provisioner_) {
-    absl::Status s = provisioner_->Release(*database_);
-    if (!s.ok()) spdlog::warn("{}", ToStd(s.message()));
-  }
+  databases_.reset();    // gives every database back
+  provisioner_.reset();  // drops them and ends the agent's presence on the server
 }
 
 std::unique_ptr<grpc::ClientContext> Agent::Context(absl::Duration timeout) const {
@@ -102,11 +101,18 @@ absl::Status Agent::PrepareDatabase() {
   } else if (!db.server_url().empty()) {
     TS_ASSIGN_OR_RETURN(admin, pg::ParseConnection(db.server_url()));
   } else if (options_.start_embedded_server) {
-    TS_ASSIGN_OR_RETURN(admin, options_.start_embedded_server());
+    pg::EmbeddedOptions eo;
+    eo.bin_dir = db.embedded().bin_dir();
+    eo.base_dir = db.embedded().data_dir();
+    eo.tcp = db.embedded().tcp();
+    if (db.embedded().max_connections() > 0) eo.max_connections = db.embedded().max_connections();
+    TS_ASSIGN_OR_RETURN(admin, options_.start_embedded_server(eo));
   } else {
     return absl::FailedPreconditionError("the run needs a database and this agent was given no server");
   }
-  TemplateRecipe recipe;
+  PostgresProvisionerOptions po;
+  po.admin = admin;
+  TemplateRecipe& recipe = po.recipe;
   for (const v1::Command& c : db.setup()) recipe.setup.emplace_back(c.argv().begin(), c.argv().end());
   recipe.env_templates.insert(db.env().begin(), db.env().end());
   recipe.env.insert(spec_.env().begin(), spec_.env().end());
@@ -114,18 +120,37 @@ absl::Status Agent::PrepareDatabase() {
   recipe.inputs.assign(db.template_inputs().begin(), db.template_inputs().end());
   recipe.role = db.role();
   recipe.log_dir = options_.work_dir;
-  auto provisioner = std::make_unique<PostgresProvisioner>(admin, std::move(recipe), runner_);
-  TS_RETURN_IF_ERROR(provisioner->Prepare());
-  // Names carry the run and the agent, so a janitor can tell whose a database is.
-  std::string name = absl::StrCat("ts_", run_id_.substr(0, 12), "_", agent_id_);
-  for (char& c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-  }
-  TS_ASSIGN_OR_RETURN(Database database, provisioner->Acquire(name));
-  database_ = std::move(database);
+  if (db.setup_timeout_ms() > 0) recipe.setup_timeout = absl::Milliseconds(db.setup_timeout_ms());
+  po.project = db.project();
+  po.run_id = run_id_;
+  po.agent_id = agent_id_;
+  // Clones kept ready only help stages that want fresh databases; the agent's own is made once.
+  bool fresh = ResetFor("") != ResetPolicy::kAgent;
+  for (const auto& [stage, reset] : db.stage_reset()) fresh |= reset != "agent";
+  po.pool_size = fresh ? db.pool_size() : 0;
+  if (db.keep_templates() > 0) po.keep_templates = db.keep_templates();
+  if (db.clone_strategy() == "file_copy") po.strategy = CloneStrategy::kFileCopy;
+  if (db.clone_strategy() == "wal_log") po.strategy = CloneStrategy::kWalLog;
+  po.settings.insert(db.settings().begin(), db.settings().end());
+  po.grants.insert(db.grants().begin(), db.grants().end());
+  auto provisioner = std::make_unique<PostgresProvisioner>(std::move(po), runner_);
+  TS_ASSIGN_OR_RETURN(PrepareReport report, provisioner->Prepare());
+  spdlog::info("{}: template {} {} ({} clones)", options_.name, report.template_name,
+               report.built ? absl::StrCat("built in ", absl::FormatDuration(absl::Trunc(report.build_time, absl::Milliseconds(1))))
+                            : std::string("found ready"),
+               report.strategy);
+  for (const std::string& w : report.warnings) spdlog::warn("{}: database: {}", options_.name, w);
+  warnings_ = std::move(report.warnings);
   provisioner_ = std::move(provisioner);
-  spdlog::info("{}: database {} ready", options_.name, database_->name);
+  databases_ = std::make_unique<DatabaseScopes>(provisioner_.get());
   return absl::OkStatus();
+}
+
+ResetPolicy Agent::ResetFor(const std::string& stage) const {
+  const v1::DatabaseSpec& db = spec_.database();
+  auto it = db.stage_reset().find(stage);
+  auto policy = ParseResetPolicy(it != db.stage_reset().end() ? it->second : db.reset());
+  return policy.ok() ? *policy : ResetPolicy::kAgent;
 }
 
 absl::Status Agent::Run() {
@@ -230,6 +255,18 @@ absl::Status Agent::RunLease(const v1::Lease& lease) {
   fs::create_directories(dir, ec);
 
   absl::Status status;
+  std::optional<Database> database;
+  if (database_error_.ok() && databases_) {
+    // A database that cannot be had (the server died, the disk is full) fails this lease as an infrastructure
+    // error, and the agent takes no more work.
+    auto db = databases_->ForLease(lease.lease_id(), lease.stage(), ResetFor(lease.stage()));
+    if (db.ok()) {
+      database = std::move(*db);
+    } else {
+      database_error_ = db.status();
+      spdlog::error("{}: {}", options_.name, ToStd(database_error_.message()));
+    }
+  }
   if (!database_error_.ok()) {
     v1::CompleteLeaseRequest req;
     req.set_lease_id(lease.lease_id());
@@ -238,17 +275,18 @@ absl::Status Agent::RunLease(const v1::Lease& lease) {
     status = Complete(std::move(req));
   } else {
     std::map<std::string, std::string> env(spec_.env().begin(), spec_.env().end());
-    if (database_) {
-      auto db_env = RenderEnv({spec_.database().env().begin(), spec_.database().env().end()}, database_->test);
+    if (database) {
+      auto db_env = RenderEnv({spec_.database().env().begin(), spec_.database().env().end()}, database->test);
       if (!db_env.ok()) return db_env.status();
       for (auto& [k, v] : *db_env) env[k] = v;
-      env["TESTSHARD_DATABASE"] = database_->name;
+      env["TESTSHARD_DATABASE"] = database->name;
     }
     env["TESTSHARD_AGENT"] = options_.name;
     env["TESTSHARD_STAGE"] = lease.stage();
     env["TESTSHARD_LEASE"] = lease.lease_id();
     status = lease.kind() == v1::Lease::DISCOVER ? Discover(lease, dir, env) : RunTests(lease, dir, env);
   }
+  if (databases_) databases_->Done(lease.lease_id());
   {
     absl::MutexLock l(&mu_);
     active_.reset();
@@ -355,6 +393,8 @@ absl::Status Agent::RunTests(const v1::Lease& lease, const std::string& dir,
 
 absl::Status Agent::Complete(v1::CompleteLeaseRequest req) {
   req.set_agent_id(agent_id_);
+  for (std::string& w : warnings_) req.add_warnings(std::move(w));
+  warnings_.clear();
   v1::CompleteLeaseResponse resp;
   auto ctx = Context();
   return FromGrpc(stub_->CompleteLease(ctx.get(), req, &resp));

@@ -13,7 +13,9 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/database.h"
+#include "agent/database_scopes.h"
 #include "agent/runner_adapter.h"
+#include "common/postgres/embedded_postgres.h"
 #include "common/process.h"
 #include "grpcpp/grpcpp.h"
 #include "testshard/v1/coordinator.grpc.pb.h"
@@ -30,7 +32,7 @@ struct AgentOptions {
   // starts an embedded server of its own (done by the caller, which owns its lifetime).
   std::optional<pg::Connection> database_admin;
   // Starts a server of the agent's own when neither of the above names one; called from Run()'s thread.
-  std::function<absl::StatusOr<pg::Connection>()> start_embedded_server;
+  std::function<absl::StatusOr<pg::Connection>(const pg::EmbeddedOptions&)> start_embedded_server;
   absl::Duration connect_timeout = absl::Seconds(60);  // how long to keep retrying an unreachable coordinator
 };
 
@@ -54,6 +56,7 @@ class Agent {
 
   absl::Status Register();
   absl::Status PrepareDatabase();
+  ResetPolicy ResetFor(const std::string& stage) const;
   absl::Status RunLease(const v1::Lease& lease);
   absl::Status Discover(const v1::Lease& lease, const std::string& dir, const std::map<std::string, std::string>& env);
   absl::Status RunTests(const v1::Lease& lease, const std::string& dir, const std::map<std::string, std::string>& env);
@@ -72,8 +75,9 @@ class Agent {
   v1::RunSpec spec_;
   absl::Duration heartbeat_interval_ = absl::Seconds(1);
   std::unique_ptr<DatabaseProvisioner> provisioner_;
-  std::optional<Database> database_;
+  std::unique_ptr<DatabaseScopes> databases_;  // destroyed before provisioner_
   absl::Status database_error_;
+  std::vector<std::string> warnings_;          // sent with the next completed lease
 
   absl::Mutex mu_;
   std::shared_ptr<Active> active_ ABSL_GUARDED_BY(mu_);

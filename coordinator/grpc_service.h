@@ -4,9 +4,11 @@
 #define TESTSHARD_COORDINATOR_GRPC_SERVICE_H_
 
 #include <memory>
+#include <set>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "coordinator/run_state.h"
 #include "grpcpp/grpcpp.h"
 #include "testshard/v1/coordinator.grpc.pb.h"
@@ -47,6 +49,8 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
 
   RunState* const run_;
   const ServiceOptions options_;
+  absl::Mutex warned_mu_;
+  std::set<std::string> warned_ ABSL_GUARDED_BY(warned_mu_);  // agents' warnings already shown, shown once each
 };
 
 // A listening server. Loopback or unix-socket addresses only unless `allow_remote_plaintext` (TLS is not there yet).

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -61,7 +62,30 @@ absl::StatusOr<int> FreeLoopbackPort() {
   return port;
 }
 
-bool ProcessAlive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot. With the pid it names one
+// process for the life of the machine, so a recycled pid is not mistaken for the owner. 0 when unreadable.
+uint64_t ProcessStartTime(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)), {});
+  size_t paren = stat.rfind(')');  // the command name may hold spaces and parentheses
+  if (paren == std::string::npos) return 0;
+  std::istringstream rest(stat.substr(paren + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && rest >> field; ++i) {
+    if (i == 22) return std::strtoull(field.c_str(), nullptr, 10);
+  }
+  return 0;
+}
+
+// Alive and not a zombie; and, when `start_time` is known, the same process that wrote it.
+bool ProcessAlive(pid_t pid, uint64_t start_time = 0) {
+  if (pid <= 0 || (kill(pid, 0) != 0 && errno != EPERM)) return false;
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)), {});
+  size_t paren = stat.rfind(')');
+  if (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z') return false;
+  return start_time == 0 || ProcessStartTime(pid) == start_time;
+}
 
 absl::Status RunQuiet(ProcessSpec spec, const std::string& what) {
   PosixProcessRunner runner;
@@ -132,7 +156,10 @@ int EmbeddedPostgres::SweepStale(const std::string& base_dir) {
     if (e.path().filename().string().rfind(kDirPrefix, 0) != 0) continue;
     std::ifstream owner(e.path() / kOwnerFile);
     pid_t pid = 0;
-    if (!(owner >> pid) || ProcessAlive(pid)) continue;
+    uint64_t started = 0;
+    if (!(owner >> pid)) continue;
+    owner >> started;  // absent in directories written before start times were recorded
+    if (ProcessAlive(pid, started)) continue;
     // The owner is gone. Its server should have died with it (parent-death signal); make sure.
     std::ifstream pm(e.path() / "data" / "postmaster.pid");
     pid_t server = 0;
@@ -156,7 +183,7 @@ absl::StatusOr<std::unique_ptr<EmbeddedPostgres>> EmbeddedPostgres::Start(const 
   }
   std::unique_ptr<EmbeddedPostgres> pg(new EmbeddedPostgres());
   pg->dir_ = tmpl;
-  std::ofstream(pg->dir_ + "/" + kOwnerFile) << getpid() << "\n";
+  std::ofstream(pg->dir_ + "/" + kOwnerFile) << getpid() << " " << ProcessStartTime(getpid()) << "\n";
 
   // initdb refuses to run as root: run the cluster as an unprivileged user and hand it the directory.
   std::optional<uid_t> uid;
@@ -265,6 +292,13 @@ absl::Status EmbeddedPostgres::Stop() {
     dir_.clear();
   }
   return absl::OkStatus();
+}
+
+absl::Status EmbeddedPostgres::Health() const {
+  if (!server_) return absl::FailedPreconditionError("the embedded PostgreSQL server was stopped");
+  if (ProcessAlive(server_->pid())) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat("the embedded PostgreSQL server (pid ", server_->pid(), ", ", dir_,
+                                             ") has died; its log ends:\n", ReadTail(dir_ + "/server.log", 4096)));
 }
 
 EmbeddedPostgres::~EmbeddedPostgres() {

@@ -39,10 +39,14 @@ class EmbeddedPostgres {
   pid_t server_pid() const { return server_ ? server_->pid() : -1; }
   absl::Duration startup_time() const { return startup_time_; }
 
+  // OK while the server process runs; Unavailable with the tail of its log once it has died.
+  absl::Status Health() const;
+
   // Fast shutdown, then removes the directory. Idempotent.
   absl::Status Stop();
 
-  // Removes clusters left by owners that no longer run (found by the owner pid file in each directory).
+  // Removes clusters left by owners that no longer run (found by the owner file in each directory: pid and process
+  // start time, so a recycled pid does not keep a stale cluster, nor make a live one look stale).
   // Returns how many were removed.
   static int SweepStale(const std::string& base_dir);
 
