@@ -59,9 +59,9 @@ std::unique_ptr<grpc::ClientContext> Agent::Context(absl::Duration timeout) cons
 void Agent::Stop() {
   absl::MutexLock l(&mu_);
   stopping_ = true;
-  if (active_) {
-    active_->cancel_reason = "the agent was stopped";
-    active_->cancel.Cancel();
+  for (auto& [id, a] : active_) {
+    a->cancel_reason = "the agent was stopped";
+    a->cancel.Cancel();
   }
 }
 
@@ -116,7 +116,7 @@ absl::Status Agent::PrepareDatabase() {
   for (const v1::Command& c : db.setup()) recipe.setup.emplace_back(c.argv().begin(), c.argv().end());
   recipe.env_templates.insert(db.env().begin(), db.env().end());
   recipe.env.insert(spec_.env().begin(), spec_.env().end());
-  recipe.workdir = (fs::path(options_.root) / spec_.workdir()).lexically_normal().string();
+  recipe.workdir = Workdir();
   recipe.inputs.assign(db.template_inputs().begin(), db.template_inputs().end());
   recipe.role = db.role();
   recipe.log_dir = options_.work_dir;
@@ -125,7 +125,7 @@ absl::Status Agent::PrepareDatabase() {
   po.run_id = run_id_;
   po.agent_id = agent_id_;
   // Clones kept ready only help stages that want fresh databases; the agent's own is made once.
-  bool fresh = ResetFor("") != ResetPolicy::kAgent;
+  bool fresh = db.reset() == "stage" || db.reset() == "shard";
   for (const auto& [stage, reset] : db.stage_reset()) fresh |= reset != "agent";
   po.pool_size = fresh ? db.pool_size() : 0;
   if (db.keep_templates() > 0) po.keep_templates = db.keep_templates();
@@ -136,21 +136,79 @@ absl::Status Agent::PrepareDatabase() {
   auto provisioner = std::make_unique<PostgresProvisioner>(std::move(po), runner_);
   TS_ASSIGN_OR_RETURN(PrepareReport report, provisioner->Prepare());
   spdlog::info("{}: template {} {} ({} clones)", options_.name, report.template_name,
-               report.built ? absl::StrCat("built in ", absl::FormatDuration(absl::Trunc(report.build_time, absl::Milliseconds(1))))
+               report.built ? absl::StrCat("built in ", absl::FormatDuration(absl::Trunc(report.build_time,
+                                                                                         absl::Milliseconds(1))))
                             : std::string("found ready"),
                report.strategy);
   for (const std::string& w : report.warnings) spdlog::warn("{}: database: {}", options_.name, w);
   warnings_ = std::move(report.warnings);
   provisioner_ = std::move(provisioner);
   databases_ = std::make_unique<DatabaseScopes>(provisioner_.get());
+  // The agent's own database: discovery and the warm worker use it, and every stage that does not reset.
+  TS_ASSIGN_OR_RETURN(database_, databases_->ForLease("agent", "", ResetPolicy::kAgent));
+  spdlog::info("{}: database {} ready", options_.name, database_->name);
   return absl::OkStatus();
 }
 
-ResetPolicy Agent::ResetFor(const std::string& stage) const {
+ResetPolicy Agent::ResetFor(const v1::Lease& lease) const {
+  // Collection reads no rows worth isolating: it uses the agent's database whatever the stage says.
+  if (lease.kind() == v1::Lease::DISCOVER) return ResetPolicy::kAgent;
   const v1::DatabaseSpec& db = spec_.database();
-  auto it = db.stage_reset().find(stage);
+  auto it = db.stage_reset().find(lease.stage());
   auto policy = ParseResetPolicy(it != db.stage_reset().end() ? it->second : db.reset());
   return policy.ok() ? *policy : ResetPolicy::kAgent;
+}
+
+absl::Status Agent::AcquireForLease(const v1::Lease& lease) {
+  if (!databases_) return absl::OkStatus();
+  ResetPolicy reset = ResetFor(lease);
+  TS_ASSIGN_OR_RETURN(Database db, databases_->ForLease(lease.lease_id(), lease.stage(), reset));
+  if (reset != ResetPolicy::kAgent) lease_databases_[lease.lease_id()] = std::move(db);
+  return absl::OkStatus();
+}
+
+void Agent::ReleaseForLease(const std::string& lease_id) {
+  if (lease_databases_.erase(lease_id) && databases_) databases_->Done(lease_id);
+}
+
+std::string Agent::Workdir() const { return (fs::path(options_.root) / spec_.workdir()).lexically_normal().string(); }
+
+std::map<std::string, std::string> Agent::ChildEnv(const v1::Lease* lease) const {
+  std::map<std::string, std::string> env(spec_.env().begin(), spec_.env().end());
+  const Database* database = database_ ? &*database_ : nullptr;
+  if (lease) {
+    auto own = lease_databases_.find(lease->lease_id());
+    if (own != lease_databases_.end()) database = &own->second;
+  }
+  if (database) {
+    auto db_env = RenderEnv({spec_.database().env().begin(), spec_.database().env().end()}, database->test);
+    // Templates were validated when the config was read; a failure here would be a bug, so it cannot be silent.
+    if (db_env.ok()) {
+      for (auto& [k, v] : *db_env) env[k] = v;
+    } else {
+      spdlog::error("{}: {}", options_.name, ToStd(db_env.status().message()));
+    }
+    env["TESTSHARD_DATABASE"] = database->name;
+  }
+  env["TESTSHARD_AGENT"] = options_.name;
+  if (lease) {
+    env["TESTSHARD_STAGE"] = lease->stage();
+    env["TESTSHARD_LEASE"] = lease->lease_id();
+  }
+  return env;
+}
+
+std::shared_ptr<Agent::Active> Agent::Hold(const std::string& lease_id) {
+  auto active = std::make_shared<Active>();
+  active->lease_id = lease_id;
+  absl::MutexLock l(&mu_);
+  active_[lease_id] = active;
+  return active;
+}
+
+void Agent::Release(const std::string& lease_id) {
+  absl::MutexLock l(&mu_);
+  active_.erase(lease_id);
 }
 
 absl::Status Agent::Run() {
@@ -163,66 +221,114 @@ absl::Status Agent::Run() {
   // stops taking work.
   database_error_ = PrepareDatabase();
   if (!database_error_.ok()) spdlog::error("{}: {}", options_.name, ToStd(database_error_.message()));
+  // Start the worker now, so its start-up overlaps with another agent's collection.
+  if (database_error_.ok() && UseWorker()) {
+    absl::Status s = EnsureWorker();
+    if (!s.ok()) spdlog::warn("{}: {}", options_.name, ToStd(s.message()));
+  }
 
   std::thread heartbeat([this] { HeartbeatLoop(); });
   absl::Status result;
   absl::Time last_contact = absl::Now();
-  while (true) {
+  bool done = false;
+  while (!done) {
     {
       absl::MutexLock l(&mu_);
       if (stopping_) break;
     }
-    v1::LeaseRequest req;
-    req.set_agent_id(agent_id_);
-    v1::LeaseResponse resp;
-    auto ctx = Context();
-    ctx->set_wait_for_ready(true);
-    grpc::Status s = stub_->Lease(ctx.get(), req, &resp);
-    if (!s.ok()) {
-      if (Retryable(s) && absl::Now() - last_contact < options_.connect_timeout) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    // Ask for more work when idle, or when the worker holds back only its last test: the next batch tells it what
+    // follows that test, so module fixtures live on across batches exactly as in one serial run.
+    if (inflight_.empty() || HoldingLastTest()) {
+      v1::LeaseRequest req;
+      req.set_agent_id(agent_id_);
+      v1::LeaseResponse resp;
+      auto ctx = Context();
+      ctx->set_wait_for_ready(true);
+      grpc::Status s = stub_->Lease(ctx.get(), req, &resp);
+      if (!s.ok()) {
+        if (Retryable(s) && absl::Now() - last_contact < options_.connect_timeout) {
+          if (inflight_.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+          Pump(absl::Milliseconds(inflight_.empty() ? 0 : 200));
+          continue;
+        }
+        result = Annotate(FromGrpc(s), "asking for work");
+        break;
+      }
+      last_contact = absl::Now();
+      if (resp.has_done()) {
+        spdlog::info("{}: done ({})", options_.name, resp.done().reason());
+        Drain();
+        done = true;
         continue;
       }
-      result = Annotate(FromGrpc(s), "asking for work");
-      break;
+      if (resp.has_wait()) {
+        if (!inflight_.empty()) {
+          // Nothing follows yet: let the held-back test run now rather than idle.
+          if (worker_ && worker_->Flush().ok()) flushed_ = true;
+        } else {
+          std::this_thread::sleep_for(
+              std::chrono::milliseconds(std::clamp<int64_t>(resp.wait().retry_after_ms(), 5, 5000)));
+          continue;
+        }
+      } else {
+        const v1::Lease& lease = resp.lease();
+        // A database that cannot be had (the server died, the disk is full) fails the lease as an infrastructure
+        // error, and the agent takes no more work.
+        if (database_error_.ok()) {
+          database_error_ = AcquireForLease(lease);
+          if (!database_error_.ok()) spdlog::error("{}: {}", options_.name, ToStd(database_error_.message()));
+        }
+        if (!database_error_.ok()) {
+          Drain();
+          v1::CompleteLeaseRequest req;
+          req.set_lease_id(lease.lease_id());
+          req.set_status(v1::CompleteLeaseRequest::INFRA_ERROR);
+          req.set_error(absl::StrCat("agent ", options_.name, " has no database: ", database_error_.message()));
+          absl::Status c = Complete(std::move(req));
+          if (!c.ok()) spdlog::warn("{}: {}", options_.name, ToStd(c.message()));
+          result = database_error_;
+          break;
+        }
+        // A lease with a database of its own runs in a process of its own: the warm worker keeps the agent's.
+        bool own_database = lease_databases_.count(lease.lease_id()) > 0;
+        if (lease.kind() == v1::Lease::RUN && !own_database && UseWorker() && EnsureWorker().ok()) {
+          StartWarm(lease);
+        } else {
+          Drain();
+          absl::Status r = lease.kind() == v1::Lease::DISCOVER && UseWorker() ? DiscoverWarm(lease)
+                                                                              : RunOneShot(lease);
+          if (!r.ok()) spdlog::warn("{}: lease {}: {}", options_.name, lease.lease_id(), ToStd(r.message()));
+          ReleaseForLease(lease.lease_id());
+        }
+      }
     }
-    last_contact = absl::Now();
-    if (resp.has_done()) {
-      spdlog::info("{}: done ({})", options_.name, resp.done().reason());
-      break;
-    }
-    if (resp.has_wait()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(std::clamp<int64_t>(resp.wait().retry_after_ms(), 5, 5000)));
-      continue;
-    }
-    absl::Status s2 = RunLease(resp.lease());
-    if (!s2.ok()) spdlog::warn("{}: lease {}: {}", options_.name, resp.lease().lease_id(), ToStd(s2.message()));
-    if (!database_error_.ok()) {
-      result = database_error_;
-      break;
-    }
+    if (!inflight_.empty()) Pump(absl::Milliseconds(50));
   }
+  bool stopped;
   {
     absl::MutexLock l(&mu_);
+    stopped = stopping_;
     stopping_ = true;
   }
+  if (stopped && !inflight_.empty()) AbortWorker("the agent was stopped", v1::CompleteLeaseRequest::CANCELLED);
+  if (worker_) worker_->Stop();
   heartbeat.join();
   return result;
 }
 
 void Agent::HeartbeatLoop() {
   while (true) {
-    std::shared_ptr<Active> active;
+    std::vector<std::shared_ptr<Active>> active;
     {
       absl::MutexLock l(&mu_);
       auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
       mu_.AwaitWithTimeout(absl::Condition(&stop), heartbeat_interval_);
       if (stopping_) return;
-      active = active_;
+      for (const auto& [id, a] : active_) active.push_back(a);
     }
     v1::HeartbeatRequest req;
     req.set_agent_id(agent_id_);
-    if (active) req.add_lease_ids(active->lease_id);
+    for (const auto& a : active) req.add_lease_ids(a->lease_id);
     v1::HeartbeatResponse resp;
     auto ctx = Context(heartbeat_interval_ * 3);
     grpc::Status s = stub_->Heartbeat(ctx.get(), req, &resp);
@@ -231,80 +337,270 @@ void Agent::HeartbeatLoop() {
       continue;
     }
     for (const v1::LeaseState& st : resp.leases()) {
-      if (active && st.lease_id() == active->lease_id && st.cancelled()) {
+      if (!st.cancelled()) continue;
+      for (const auto& a : active) {
+        if (a->lease_id != st.lease_id() || a->cancel.cancelled()) continue;
+        spdlog::info("{}: lease {} cancelled: {}", options_.name, st.lease_id(), st.reason());
         absl::MutexLock l(&mu_);
-        if (!active->cancel.cancelled()) {
-          spdlog::info("{}: lease {} cancelled: {}", options_.name, st.lease_id(), st.reason());
-          active->cancel_reason = st.reason();
-          active->cancel.Cancel();
-        }
+        a->cancel_reason = st.reason();
+        a->cancel.Cancel();
       }
     }
   }
 }
 
-absl::Status Agent::RunLease(const v1::Lease& lease) {
-  auto active = std::make_shared<Active>();
-  active->lease_id = lease.lease_id();
+bool Agent::UseWorker() const { return spec_.warm() && spec_.runner() == "pytest" && !worker_disabled_; }
+
+absl::Status Agent::EnsureWorker() {
+  if (worker_) return absl::OkStatus();
+  WorkerOptions wo;
+  wo.command.assign(spec_.command().begin(), spec_.command().end());
+  wo.cwd = Workdir();
+  wo.env = ChildEnv(nullptr);
+  wo.plugin_dir = DefaultPluginDir();
+  wo.scratch_dir = absl::StrCat(options_.work_dir, "/worker-", ++worker_generation_);
+  auto w = PytestWorker::Start(wo);
+  if (!w.ok()) {
+    // A collection error is the suite's problem and is reported through discovery; anything else means this
+    // pytest cannot host the worker, so the agent falls back to one process per shard.
+    if (w.status().code() != absl::StatusCode::kFailedPrecondition ||
+        w.status().message().find("collection failed") == absl::string_view::npos) {
+      worker_disabled_ = true;
+      spdlog::warn("{}: no warm pytest worker, running one process per shard: {}", options_.name,
+                   ToStd(w.status().message()));
+    }
+    return w.status();
+  }
+  worker_ = std::move(*w);
+  flushed_ = false;
+  running_.clear();
+  spdlog::info("{}: pytest worker ready, {} tests collected", options_.name, worker_->collected());
+  return absl::OkStatus();
+}
+
+absl::Status Agent::DiscoverWarm(const v1::Lease& lease) {
+  auto active = Hold(lease.lease_id());
+  v1::CompleteLeaseRequest req;
+  req.set_lease_id(lease.lease_id());
+  absl::Status started = EnsureWorker();
+  absl::StatusOr<std::vector<std::string>> ids =
+      started.ok() ? worker_->Select(lease.marker_expression()) : absl::StatusOr<std::vector<std::string>>(started);
+  Release(lease.lease_id());
+  if (!started.ok() && worker_disabled_) return RunOneShot(lease);
+  if (!ids.ok()) {
+    req.set_status(v1::CompleteLeaseRequest::COLLECTION_ERROR);
+    req.set_error(std::string(ids.status().message()));
+  } else {
+    req.set_status(v1::CompleteLeaseRequest::OK);
+    for (std::string& id : *ids) req.add_collected_test_ids(std::move(id));
+  }
+  return Complete(std::move(req));
+}
+
+void Agent::StartWarm(const v1::Lease& lease) {
+  InFlight f;
+  f.lease = lease;
+  f.active = Hold(lease.lease_id());
+  f.pending.insert(lease.test_ids().begin(), lease.test_ids().end());
+  f.started = absl::Now();
+  inflight_.push_back(std::move(f));
+  std::vector<std::string> ids(lease.test_ids().begin(), lease.test_ids().end());
+  flushed_ = false;
+  if (!worker_->Run(ids).ok()) AbortWorker("the pytest worker was gone before the batch was sent", v1::CompleteLeaseRequest::CRASHED);
+}
+
+bool Agent::HoldingLastTest() const {
+  if (!worker_ || flushed_ || !running_.empty()) return false;
+  size_t pending = 0;
+  for (const InFlight& f : inflight_) pending += f.pending.size();
+  return pending == 1;
+}
+
+void Agent::Pump(absl::Duration timeout) {
+  if (!worker_) return;
+  std::optional<WorkerEvent> e = worker_->Next(timeout);
+  if (e) {
+    switch (e->kind) {
+      case WorkerEvent::kStart:
+        running_ = e->id;
+        running_since_ = absl::Now();
+        break;
+      case WorkerEvent::kResult:
+      case WorkerEvent::kUnknown: {
+        if (running_ == e->id) running_.clear();
+        TestCase tc = e->result;
+        if (e->kind == WorkerEvent::kUnknown) {
+          tc = TestCase();
+          tc.id = e->id;
+          tc.result.outcome = Outcome::kError;
+          tc.result.type = "testshard.NotCollected";
+          tc.result.message = absl::StrCat("not collected by the pytest session of agent ", options_.name);
+        }
+        for (InFlight& f : inflight_) {
+          if (!f.pending.erase(e->id)) continue;
+          bool failure = tc.result.outcome == Outcome::kFailed || tc.result.outcome == Outcome::kError;
+          f.unsent.push_back(std::move(tc));
+          crashes_without_progress_ = 0;
+          // The stage's maxfail, applied here too (as pytest --maxfail would in a one-shot shard), so this agent
+          // stops at once instead of waiting to hear the coordinator's count.
+          if (failure && f.lease.maxfail() > 0 && ++f.failures >= f.lease.maxfail() && !f.active->cancel.cancelled()) {
+            SendResults(f, true);
+            absl::MutexLock l(&mu_);
+            f.active->cancel_reason = absl::StrCat("maxfail (", f.lease.maxfail(), ") reached in stage ", f.lease.stage());
+            f.active->cancel.Cancel();
+          }
+          break;
+        }
+        break;
+      }
+      case WorkerEvent::kExited: {
+        std::string why = absl::StrCat("the pytest worker died (", e->exit.Describe(), ")");
+        AbortWorker(why, v1::CompleteLeaseRequest::CRASHED);
+        return;
+      }
+    }
+  }
+  // Hangs and cancels: checked between events, so a test that never returns is caught.
+  absl::Time now = absl::Now();
+  for (InFlight& f : inflight_) {
+    if (f.active->cancel.cancelled()) {
+      AbortWorker(f.active->cancel_reason.empty() ? "cancelled" : f.active->cancel_reason,
+                  v1::CompleteLeaseRequest::CANCELLED);
+      return;
+    }
+    if (f.lease.timeout_ms() > 0 && now - f.started > absl::Milliseconds(f.lease.timeout_ms())) {
+      AbortWorker(absl::StrCat("the shard timed out after ", absl::FormatDuration(absl::Milliseconds(f.lease.timeout_ms()))),
+                  v1::CompleteLeaseRequest::TIMED_OUT);
+      return;
+    }
+    if (!running_.empty() && f.pending.count(running_) && f.lease.test_timeout_ms() > 0 &&
+        now - running_since_ > absl::Milliseconds(f.lease.test_timeout_ms())) {
+      AbortWorker(absl::StrCat("timed out after ", absl::FormatDuration(absl::Milliseconds(f.lease.test_timeout_ms())),
+                               " (test_timeout)"),
+                  v1::CompleteLeaseRequest::TIMED_OUT);
+      return;
+    }
+  }
+  for (InFlight& f : inflight_) SendResults(f, false);
+  CompleteFinished();
+}
+
+void Agent::SendResults(InFlight& f, bool force) {
+  if (f.unsent.empty()) return;
+  // Live results, batched: often enough for progress and maxfail, rarely enough not to flood the coordinator.
+  if (!force && f.unsent.size() < 100 && absl::Now() - last_send_ < absl::Milliseconds(100)) return;
+  last_send_ = absl::Now();
+  if (f.lost) {
+    f.unsent.clear();
+    return;
+  }
+  for (size_t i = 0; i < f.unsent.size(); i += kResultsPerCall) {
+    v1::ReportResultsRequest rr;
+    rr.set_agent_id(agent_id_);
+    rr.set_lease_id(f.lease.lease_id());
+    for (size_t j = i; j < std::min(f.unsent.size(), i + kResultsPerCall); ++j) *rr.add_results() = ToWire(f.unsent[j]);
+    v1::ReportResultsResponse resp;
+    auto ctx = Context();
+    grpc::Status s = stub_->ReportResults(ctx.get(), rr, &resp);
+    if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+      spdlog::warn("{}: lease {} refused: {}", options_.name, f.lease.lease_id(), s.error_message());
+      f.lost = true;
+      break;
+    }
+    if (!s.ok()) spdlog::warn("{}: reporting results: {}", options_.name, s.error_message());
+    if (resp.cancelled() && !f.active->cancel.cancelled()) {
+      absl::MutexLock l(&mu_);
+      f.active->cancel_reason = resp.reason();
+      f.active->cancel.Cancel();
+    }
+  }
+  f.unsent.clear();
+}
+
+void Agent::CompleteFinished() {
+  while (!inflight_.empty() && inflight_.front().pending.empty()) {
+    InFlight& f = inflight_.front();
+    SendResults(f, true);
+    if (!f.lost) {
+      v1::CompleteLeaseRequest req;
+      req.set_lease_id(f.lease.lease_id());
+      req.set_status(v1::CompleteLeaseRequest::OK);
+      req.set_wall_s(absl::ToDoubleSeconds(absl::Now() - f.started));
+      absl::Status s = Complete(std::move(req));
+      if (!s.ok()) spdlog::warn("{}: completing {}: {}", options_.name, f.lease.lease_id(), ToStd(s.message()));
+    }
+    Release(f.lease.lease_id());
+    inflight_.pop_front();
+  }
+}
+
+void Agent::Drain() {
+  if (inflight_.empty()) return;
+  if (worker_ && !flushed_ && worker_->Flush().ok()) flushed_ = true;
+  while (!inflight_.empty()) Pump(absl::Milliseconds(50));
+}
+
+void Agent::AbortWorker(const std::string& why, v1::CompleteLeaseRequest::Status status) {
+  std::string tail = worker_ ? ReadTail(worker_->log_path(), kTailBytes) : "";
+  if (worker_) worker_->Kill();
+  worker_.reset();
+  flushed_ = false;
+  bool progress_lost = running_.empty();
+  if (status == v1::CompleteLeaseRequest::CRASHED && progress_lost) ++crashes_without_progress_;
+  for (InFlight& f : inflight_) {
+    v1::CompleteLeaseRequest req;
+    req.set_lease_id(f.lease.lease_id());
+    bool cancelled = f.active->cancel.cancelled() || status == v1::CompleteLeaseRequest::CANCELLED;
+    req.set_status(cancelled ? v1::CompleteLeaseRequest::CANCELLED : status);
+    req.set_error(cancelled ? (f.active->cancel_reason.empty() ? why : f.active->cancel_reason) : why);
+    req.set_stderr_tail(tail);
+    for (const std::string& id : f.pending) {
+      if (id == running_) {
+        // The test that was running when the worker died or hung carries the reason.
+        TestCase tc;
+        tc.id = id;
+        tc.result.outcome = cancelled ? Outcome::kNotRun : Outcome::kError;
+        tc.result.type = status == v1::CompleteLeaseRequest::TIMED_OUT ? "testshard.Timeout" : "testshard.WorkerDied";
+        tc.result.message = cancelled ? req.error() : why;
+        tc.result.details = tail;
+        tc.result.time_s = absl::ToDoubleSeconds(absl::Now() - running_since_);
+        f.unsent.push_back(std::move(tc));
+      } else if (!cancelled && crashes_without_progress_ < 2) {
+        // Never started: run again (here, on a fresh worker, or elsewhere).
+        req.add_unattempted_test_ids(id);
+      }
+    }
+    SendResults(f, true);
+    if (!f.lost) {
+      absl::Status s = Complete(std::move(req));
+      if (!s.ok()) spdlog::warn("{}: completing {}: {}", options_.name, f.lease.lease_id(), ToStd(s.message()));
+    }
+    Release(f.lease.lease_id());
+  }
+  inflight_.clear();
+  running_.clear();
+}
+
+absl::Status Agent::RunOneShot(const v1::Lease& lease) {
+  Hold(lease.lease_id());
+  absl::Status status = lease.kind() == v1::Lease::DISCOVER ? Discover(lease) : RunTests(lease);
+  Release(lease.lease_id());
+  return status;
+}
+
+absl::Status Agent::Discover(const v1::Lease& lease) {
+  std::shared_ptr<Active> active;
   {
     absl::MutexLock l(&mu_);
-    active_ = active;
+    active = active_[lease.lease_id()];
   }
   std::string dir = (fs::path(options_.work_dir) / lease.lease_id()).string();
   std::error_code ec;
   fs::create_directories(dir, ec);
-
-  absl::Status status;
-  std::optional<Database> database;
-  if (database_error_.ok() && databases_) {
-    // A database that cannot be had (the server died, the disk is full) fails this lease as an infrastructure
-    // error, and the agent takes no more work.
-    auto db = databases_->ForLease(lease.lease_id(), lease.stage(), ResetFor(lease.stage()));
-    if (db.ok()) {
-      database = std::move(*db);
-    } else {
-      database_error_ = db.status();
-      spdlog::error("{}: {}", options_.name, ToStd(database_error_.message()));
-    }
-  }
-  if (!database_error_.ok()) {
-    v1::CompleteLeaseRequest req;
-    req.set_lease_id(lease.lease_id());
-    req.set_status(v1::CompleteLeaseRequest::INFRA_ERROR);
-    req.set_error(absl::StrCat("agent ", options_.name, " has no database: ", database_error_.message()));
-    status = Complete(std::move(req));
-  } else {
-    std::map<std::string, std::string> env(spec_.env().begin(), spec_.env().end());
-    if (database) {
-      auto db_env = RenderEnv({spec_.database().env().begin(), spec_.database().env().end()}, database->test);
-      if (!db_env.ok()) return db_env.status();
-      for (auto& [k, v] : *db_env) env[k] = v;
-      env["TESTSHARD_DATABASE"] = database->name;
-    }
-    env["TESTSHARD_AGENT"] = options_.name;
-    env["TESTSHARD_STAGE"] = lease.stage();
-    env["TESTSHARD_LEASE"] = lease.lease_id();
-    status = lease.kind() == v1::Lease::DISCOVER ? Discover(lease, dir, env) : RunTests(lease, dir, env);
-  }
-  if (databases_) databases_->Done(lease.lease_id());
-  {
-    absl::MutexLock l(&mu_);
-    active_.reset();
-  }
-  return status;
-}
-
-absl::Status Agent::Discover(const v1::Lease& lease, const std::string& dir,
-                             const std::map<std::string, std::string>& env) {
-  std::shared_ptr<Active> active;
-  {
-    absl::MutexLock l(&mu_);
-    active = active_;
-  }
   ProcessSpec spec;
   spec.argv = adapter_->CollectArgv({spec_.command().begin(), spec_.command().end()}, lease.marker_expression());
-  spec.cwd = (fs::path(options_.root) / spec_.workdir()).lexically_normal().string();
-  spec.env = env;
+  spec.cwd = Workdir();
+  spec.env = ChildEnv(&lease);
   spec.stdout_path = dir + "/collect.out";
   spec.stderr_path = dir + "/collect.err";
   if (lease.timeout_ms() > 0) spec.timeout = absl::Milliseconds(lease.timeout_ms());
@@ -330,19 +626,21 @@ absl::Status Agent::Discover(const v1::Lease& lease, const std::string& dir,
   return Complete(std::move(req));
 }
 
-absl::Status Agent::RunTests(const v1::Lease& lease, const std::string& dir,
-                             const std::map<std::string, std::string>& env) {
+absl::Status Agent::RunTests(const v1::Lease& lease) {
   std::shared_ptr<Active> active;
   {
     absl::MutexLock l(&mu_);
-    active = active_;
+    active = active_[lease.lease_id()];
   }
+  std::string dir = (fs::path(options_.work_dir) / lease.lease_id()).string();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
   std::vector<std::string> ids(lease.test_ids().begin(), lease.test_ids().end());
   ShardFiles files{dir + "/report.xml", dir + "/output.log"};
   ProcessSpec spec;
   spec.argv = adapter_->RunArgv({spec_.command().begin(), spec_.command().end()}, ids, files, lease.maxfail());
-  spec.cwd = (fs::path(options_.root) / spec_.workdir()).lexically_normal().string();
-  spec.env = env;
+  spec.cwd = Workdir();
+  spec.env = ChildEnv(&lease);
   spec.stdout_path = spec.stderr_path = files.output_path;
   if (lease.timeout_ms() > 0) spec.timeout = absl::Milliseconds(lease.timeout_ms());
 
@@ -360,16 +658,11 @@ absl::Status Agent::RunTests(const v1::Lease& lease, const std::string& dir,
       if (tc.result.outcome == Outcome::kNotRun) tc.result.message = active->cancel_reason;
     }
   }
-  for (size_t i = 0; i < cases.size(); i += kResultsPerCall) {
-    v1::ReportResultsRequest rr;
-    rr.set_agent_id(agent_id_);
-    rr.set_lease_id(lease.lease_id());
-    for (size_t j = i; j < std::min(cases.size(), i + kResultsPerCall); ++j) *rr.add_results() = ToWire(cases[j]);
-    v1::ReportResultsResponse resp;
-    auto ctx = Context();
-    grpc::Status s = stub_->ReportResults(ctx.get(), rr, &resp);
-    if (!s.ok()) return Annotate(FromGrpc(s), "reporting results");
-  }
+  InFlight f;
+  f.lease = lease;
+  f.unsent = std::move(cases);
+  SendResults(f, true);
+  if (f.lost) return absl::FailedPreconditionError("the coordinator refused the results");
   if (fs::exists(files.report_path)) {
     absl::Status up = Upload(lease.lease_id(), files.report_path, "junit");
     if (!up.ok()) spdlog::warn("{}: uploading the JUnit report: {}", options_.name, ToStd(up.message()));

@@ -4,6 +4,8 @@
 #define TESTSHARD_AGENT_AGENT_H_
 
 #include <atomic>
+#include <deque>
+#include <set>
 #include <functional>
 #include <map>
 #include <memory>
@@ -14,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/database.h"
 #include "agent/database_scopes.h"
+#include "agent/pytest_worker.h"
 #include "agent/runner_adapter.h"
 #include "common/postgres/embedded_postgres.h"
 #include "common/process.h"
@@ -48,18 +51,56 @@ class Agent {
   void Stop();
 
  private:
+  // A lease the agent holds; the heartbeat thread renews it and flags a cancel.
   struct Active {
     std::string lease_id;
     Cancellation cancel;
     std::string cancel_reason;
   };
+  // A run lease whose tests are queued in the warm worker.
+  struct InFlight {
+    v1::Lease lease;
+    std::shared_ptr<Active> active;
+    std::set<std::string> pending;  // no result yet
+    std::vector<TestCase> unsent;   // results not yet reported
+    bool lost = false;              // the coordinator refused it (expired): its results are dropped
+    int failures = 0;
+    absl::Time started;
+  };
 
   absl::Status Register();
   absl::Status PrepareDatabase();
-  ResetPolicy ResetFor(const std::string& stage) const;
-  absl::Status RunLease(const v1::Lease& lease);
-  absl::Status Discover(const v1::Lease& lease, const std::string& dir, const std::map<std::string, std::string>& env);
-  absl::Status RunTests(const v1::Lease& lease, const std::string& dir, const std::map<std::string, std::string>& env);
+  ResetPolicy ResetFor(const v1::Lease& lease) const;
+  // The database a lease runs against (stages with reset = "stage" | "shard" get their own), or an error when the
+  // agent's database is broken.
+  absl::Status AcquireForLease(const v1::Lease& lease);
+  void ReleaseForLease(const std::string& lease_id);
+  std::map<std::string, std::string> ChildEnv(const v1::Lease* lease) const;
+  std::string Workdir() const;
+  std::shared_ptr<Active> Hold(const std::string& lease_id);
+  void Release(const std::string& lease_id);
+
+  // One process per lease (runners without a worker, or warm = false).
+  absl::Status RunOneShot(const v1::Lease& lease);
+  absl::Status Discover(const v1::Lease& lease);
+  absl::Status RunTests(const v1::Lease& lease);
+
+  // The warm path.
+  bool UseWorker() const;
+  absl::Status EnsureWorker();
+  absl::Status DiscoverWarm(const v1::Lease& lease);
+  void StartWarm(const v1::Lease& lease);
+  // Handles worker events for up to `timeout`: results, completions, hangs, crashes and cancels.
+  void Pump(absl::Duration timeout);
+  // Waits until every in-flight lease is complete (flushing the held-back test first).
+  void Drain();
+  // Kills the worker; the running test gets `why` as its error, the other unfinished tests go back to the queue
+  // (or are "not run" when their lease was cancelled).
+  void AbortWorker(const std::string& why, v1::CompleteLeaseRequest::Status status);
+  void SendResults(InFlight& f, bool force);
+  void CompleteFinished();
+  bool HoldingLastTest() const;
+
   absl::Status Complete(v1::CompleteLeaseRequest req);
   absl::Status Upload(const std::string& lease_id, const std::string& path, const std::string& kind);
   void HeartbeatLoop();
@@ -75,12 +116,25 @@ class Agent {
   v1::RunSpec spec_;
   absl::Duration heartbeat_interval_ = absl::Seconds(1);
   std::unique_ptr<DatabaseProvisioner> provisioner_;
-  std::unique_ptr<DatabaseScopes> databases_;  // destroyed before provisioner_
+  std::unique_ptr<DatabaseScopes> databases_;       // destroyed before provisioner_
+  std::optional<Database> database_;                // the agent's own (the warm worker's)
+  std::map<std::string, Database> lease_databases_;  // leases whose stage resets: their own, one-shot
   absl::Status database_error_;
-  std::vector<std::string> warnings_;          // sent with the next completed lease
+  std::vector<std::string> warnings_;               // sent with the next completed lease
+
+  // Control-thread state for the warm worker.
+  std::unique_ptr<PytestWorker> worker_;
+  bool worker_disabled_ = false;   // it could not start: one-shot runs from then on
+  int worker_generation_ = 0;
+  int crashes_without_progress_ = 0;
+  std::deque<InFlight> inflight_;
+  bool flushed_ = false;           // the held-back test was told to run
+  std::string running_;            // the test the worker reported starting, until its result
+  absl::Time running_since_;
+  absl::Time last_send_;
 
   absl::Mutex mu_;
-  std::shared_ptr<Active> active_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<Active>> active_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -245,7 +245,8 @@ class Reader {
     const toml::table* t = n.as_table();
     if (!t) return Error(n, key, absl::StrCat("expected a table, got ", TypeName(n)));
     TS_RETURN_IF_ERROR(OnlyKeys(*t, key + ".",
-                                {"name", "markers", "maxfail", "timeout", "branches", "continue_on_failure", "reset"}));
+                                {"name", "markers", "maxfail", "timeout", "test_timeout", "branches",
+                                 "continue_on_failure", "retries", "reset"}));
     const toml::node* name = t->get("name");
     if (!name) return Error(n, key + ".name", "every stage needs a name");
     TS_ASSIGN_OR_RETURN(stage->name, String(*name, key + ".name"));
@@ -264,7 +265,15 @@ class Reader {
       TS_ASSIGN_OR_RETURN(int64_t v, Int(*m, key + ".maxfail", 0));
       stage->maxfail = static_cast<int>(v);
     }
+    if (const toml::node* m = t->get("retries")) {
+      TS_ASSIGN_OR_RETURN(int64_t v, Int(*m, key + ".retries", 0));
+      if (v > 10) return Error(*m, key + ".retries", "at most 10");
+      stage->retries = static_cast<int>(v);
+    }
     if (const toml::node* m = t->get("timeout")) { TS_ASSIGN_OR_RETURN(stage->timeout, Duration(*m, key + ".timeout")); }
+    if (const toml::node* m = t->get("test_timeout")) {
+      TS_ASSIGN_OR_RETURN(stage->test_timeout, Duration(*m, key + ".test_timeout"));
+    }
     if (const toml::node* m = t->get("branches")) {
       TS_ASSIGN_OR_RETURN(stage->branches, StringList(*m, key + ".branches"));
     }
@@ -280,7 +289,7 @@ class Reader {
 
   absl::Status Root(const toml::table& t, const toml::node& where, Config* c) const {
     TS_RETURN_IF_ERROR(
-        OnlyKeys(t, "", {"project", "command", "workdir", "agents", "runner", "env", "database", "stages"}));
+        OnlyKeys(t, "", {"project", "command", "workdir", "agents", "runner", "warm", "env", "database", "stages"}));
     if (const toml::node* n = t.get("project")) { TS_ASSIGN_OR_RETURN(c->project, String(*n, "project")); }
     const toml::node* command = t.get("command");
     if (!command) return Error(where, "command", "missing: the test runner's argv, e.g. [\"/usr/bin/python3\", \"-m\", \"pytest\"]");
@@ -296,6 +305,7 @@ class Reader {
       if (c->runner != "pytest") return Error(*n, "runner", "only \"pytest\" is supported so far");
     }
     if (const toml::node* n = t.get("env")) { TS_ASSIGN_OR_RETURN(c->env, StringMap(*n, "env")); }
+    if (const toml::node* n = t.get("warm")) { TS_ASSIGN_OR_RETURN(c->warm, Bool(*n, "warm")); }
     if (const toml::node* n = t.get("database")) TS_RETURN_IF_ERROR(Database(*n, &c->database));
     const toml::node* stages = t.get("stages");
     if (!stages) return Error(where, "stages", "missing: at least one [[stages]] table with a name and markers");

@@ -17,8 +17,10 @@ struct StageConfig {
   std::string markers;               // pytest -m expression; empty = every test
   int maxfail = 0;                   // failures across all agents that cancel the rest of the stage; 0 = no limit
   absl::Duration timeout = absl::ZeroDuration();  // per shard; zero = none
+  absl::Duration test_timeout = absl::ZeroDuration();  // per test; zero = none
   std::vector<std::string> branches;  // run only on these branches; empty = always
   bool continue_on_failure = false;   // later stages run even when this one fails
+  int retries = 0;                    // a failed test runs again up to this many times, on another agent if any
   std::string reset;                  // "agent" | "stage" | "shard"; empty = database.reset
 };
 
@@ -53,6 +55,7 @@ struct Config {
   std::string workdir;                 // absolute
   int agents = 0;                      // 0 = one per core
   std::string runner = "pytest";
+  bool warm = true;                    // one long-lived pytest worker per agent (false: one process per shard)
   std::map<std::string, std::string> env;
   DatabaseConfig database;
   std::vector<StageConfig> stages;

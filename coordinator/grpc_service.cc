@@ -36,6 +36,7 @@ Completion FromWire(const v1::CompleteLeaseRequest& req) {
   c.error = req.error();
   c.stderr_tail = req.stderr_tail();
   c.collected.assign(req.collected_test_ids().begin(), req.collected_test_ids().end());
+  c.unattempted.assign(req.unattempted_test_ids().begin(), req.unattempted_test_ids().end());
   return c;
 }
 
@@ -97,6 +98,7 @@ grpc::ServerUnaryReactor* CoordinatorService::Lease(grpc::CallbackServerContext*
       for (const auto& id : w.lease.test_ids) l->add_test_ids(id);
       l->set_timeout_ms(absl::ToInt64Milliseconds(w.lease.timeout));
       l->set_maxfail(w.lease.maxfail);
+      l->set_test_timeout_ms(absl::ToInt64Milliseconds(w.lease.test_timeout));
       break;
     }
   }
@@ -125,8 +127,13 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportResults(grpc::CallbackServer
   std::vector<TestCase> results;
   results.reserve(req->results_size());
   for (const v1::TestResult& r : req->results()) results.push_back(testshard::FromWire(r));
-  absl::Status s = run_->ReportResults(req->agent_id(), req->lease_id(), results);
+  std::string cancel_reason;
+  absl::Status s = run_->ReportResults(req->agent_id(), req->lease_id(), results, &cancel_reason);
   if (s.ok()) resp->set_accepted(req->results_size());
+  if (!cancel_reason.empty()) {
+    resp->set_cancelled(true);
+    resp->set_reason(cancel_reason);
+  }
   return Finish(ctx, s);
 }
 

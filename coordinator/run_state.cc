@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace testshard::coordinator {
@@ -52,7 +53,7 @@ RunState::RunState(RunOptions options, std::unique_ptr<Planner> planner, Clock* 
 std::string RunState::RegisterAgent(const std::string& name) {
   absl::MutexLock l(&mu_);
   std::string id = absl::StrCat("agent-", ++next_agent_);
-  agents_[id] = name;
+  agents_[id].name = name;
   return id;
 }
 
@@ -108,6 +109,7 @@ LeaseInfo RunState::NewLease(const std::string& agent_id, Stage& stage, LeaseKin
   info.markers = stage.config.markers;
   info.deadline = clock_->Now() + options_.lease_ttl;
   info.timeout = stage.config.timeout;
+  info.test_timeout = stage.config.test_timeout;
   info.maxfail = stage.config.maxfail;
   return info;
 }
@@ -126,6 +128,12 @@ Work RunState::NextWork(const std::string& agent_id) {
   ExpireLocked();
   Work w;
   w.retry_after = options_.wait_hint;
+  if (auto a = agents_.find(agent_id); a != agents_.end() && !a->second.drained.empty()) {
+    w.kind = Work::kDone;
+    w.reason = "drained: " + a->second.drained;
+    dismissed_.insert(agent_id);
+    return w;
+  }
   while (true) {
     Stage* s = CurrentStage();
     if (!s) {
@@ -155,7 +163,8 @@ Work RunState::NextWork(const std::string& agent_id) {
       }
       case StageStatus::kRunning: {
         std::optional<Batch> batch;
-        if (!s->cancelling) batch = s->queue->Next(agent_id);
+        if (!s->cancelling) batch = NextRetries(*s, agent_id);
+        if (!s->cancelling && !batch) batch = s->queue->Next(agent_id);
         if (batch) {
           w.kind = Work::kLease;
           w.lease = NewLease(agent_id, *s, LeaseKind::kRun);
@@ -233,10 +242,65 @@ absl::Status RunState::CheckLease(const std::string& agent_id, const std::string
   return absl::OkStatus();
 }
 
+std::optional<Batch> RunState::NextRetries(Stage& stage, const std::string& agent_id) {
+  // A retry goes to another agent, so a flaky test is told apart from a broken agent or database; it comes back
+  // to the same agent only when no other one is there to take it.
+  const absl::Time now = clock_->Now();
+  int live_agents = 0;
+  for (const auto& [id, a] : agents_) live_agents += a.drained.empty() && !dismissed_.count(id);
+  Batch b;
+  std::vector<Stage::Retry> keep;
+  for (Stage::Retry& r : stage.retries) {
+    bool elsewhere = r.failed_on != agent_id;
+    bool nobody_else = live_agents <= 1 || now - r.since > absl::Seconds(5);
+    if (elsewhere || nobody_else) {
+      b.test_ids.push_back(r.id);
+    } else {
+      keep.push_back(std::move(r));
+    }
+  }
+  stage.retries = std::move(keep);
+  if (b.test_ids.empty()) return std::nullopt;
+  return b;
+}
+
+void RunState::MaybeDrain(const std::string& agent_id) {
+  // An agent whose tests fail far more often than everyone else's is more likely broken than the tests are.
+  auto it = agents_.find(agent_id);
+  if (it == agents_.end() || !it->second.drained.empty() || it->second.results < 20) return;
+  int other_results = 0, other_failures = 0;
+  for (const auto& [id, a] : agents_) {
+    if (id == agent_id) continue;
+    other_results += a.results;
+    other_failures += a.failures;
+  }
+  if (other_results < 20) return;
+  double mine = static_cast<double>(it->second.failures) / it->second.results;
+  double theirs = static_cast<double>(other_failures) / other_results;
+  if (mine >= 0.5 && mine > 5 * theirs) {
+    it->second.drained = absl::StrFormat("%d of its %d tests failed, against %.0f%% on the other agents",
+                                         it->second.failures, it->second.results, 100 * theirs);
+  }
+}
+
 void RunState::Record(Stage& stage, Lease& lease, TestCase tc) {
   lease.reported.insert(tc.id);
+  if (stage.results.count(tc.id)) return;  // already known; never counted twice
+  AgentStats& agent = agents_[lease.info.agent_id];
+  ++agent.results;
+  if (IsFailure(tc.result.outcome)) {
+    ++agent.failures;
+    MaybeDrain(lease.info.agent_id);
+  }
+  std::vector<TestAttempt>& earlier = stage.attempts[tc.id];
+  if (IsFailure(tc.result.outcome) && static_cast<int>(earlier.size()) < stage.config.retries && !stage.cancelling) {
+    earlier.push_back(tc.result);
+    stage.retries.push_back({tc.id, lease.info.agent_id, clock_->Now()});
+    return;
+  }
+  tc.reruns = std::move(earlier);
+  stage.attempts.erase(tc.id);
   auto [it, inserted] = stage.results.emplace(tc.id, std::move(tc));
-  if (!inserted) return;  // already known; never counted twice
   if (IsFailure(it->second.result.outcome)) {
     ++stage.failures;
     if (stage.config.maxfail > 0 && stage.failures >= stage.config.maxfail && !stage.cancelling) {
@@ -246,7 +310,7 @@ void RunState::Record(Stage& stage, Lease& lease, TestCase tc) {
 }
 
 absl::Status RunState::ReportResults(const std::string& agent_id, const std::string& lease_id,
-                                     const std::vector<TestCase>& results) {
+                                     const std::vector<TestCase>& results, std::string* cancel_reason) {
   absl::MutexLock l(&mu_);
   ExpireLocked();
   absl::Status why;
@@ -264,6 +328,9 @@ absl::Status RunState::ReportResults(const std::string& agent_id, const std::str
   }
   for (const TestCase& tc : results) {
     if (!lease->reported.count(tc.id)) Record(*stage, *lease, tc);
+  }
+  if (cancel_reason && lease->state == Lease::kCancelled) {
+    *cancel_reason = lease->cancel_reason.empty() ? "cancelled" : lease->cancel_reason;
   }
   return absl::OkStatus();
 }
@@ -307,10 +374,22 @@ absl::Status RunState::CompleteLease(const std::string& agent_id, const std::str
     return absl::OkStatus();
   }
 
-  // Whatever the lease holds without a result: the agent's reason for stopping becomes theirs.
+  // Tests the agent never started go back to the queue, unless the stage is being cancelled.
+  std::set<std::string> requeue;
+  if (!was_cancelled && !stage->cancelling && c.status != Completion::kCancelled) {
+    for (const std::string& id : c.unattempted) {
+      if (!lease->reported.count(id) && !stage->results.count(id)) requeue.insert(id);
+    }
+    std::vector<std::string> back;
+    for (const std::string& id : lease->info.test_ids) {
+      if (requeue.count(id)) back.push_back(id);
+    }
+    if (!back.empty() && stage->queue) stage->queue->Return(std::move(back));
+  }
+  // Whatever else the lease holds without a result: the agent's reason for stopping becomes theirs.
   std::string reason = c.error.empty() ? "the agent reported no result" : c.error;
   for (const std::string& id : lease->info.test_ids) {
-    if (lease->reported.count(id) || stage->results.count(id)) continue;
+    if (lease->reported.count(id) || stage->results.count(id) || requeue.count(id)) continue;
     if (was_cancelled || c.status == Completion::kCancelled) {
       Record(*stage, *lease,
              Synthetic(id, Outcome::kNotRun, lease->cancel_reason.empty() ? "cancelled" : lease->cancel_reason, ""));
@@ -325,6 +404,18 @@ absl::Status RunState::CompleteLease(const std::string& agent_id, const std::str
 void RunState::CancelStage(Stage& stage, const std::string& reason) {
   stage.cancelling = true;
   if (stage.note.empty()) stage.note = reason;
+  // Tests waiting for a retry keep the failure they had.
+  for (const Stage::Retry& r : stage.retries) {
+    std::vector<TestAttempt>& earlier = stage.attempts[r.id];
+    if (earlier.empty() || stage.results.count(r.id)) continue;
+    TestCase tc;
+    tc.id = r.id;
+    tc.result = earlier.back();
+    earlier.pop_back();
+    tc.reruns = std::move(earlier);
+    stage.results.emplace(r.id, std::move(tc));
+  }
+  stage.retries.clear();
   if (stage.queue) {
     while (std::optional<Batch> b = stage.queue->Next("")) {
       for (const std::string& id : b->test_ids) {
@@ -343,6 +434,7 @@ void RunState::CancelStage(Stage& stage, const std::string& reason) {
 void RunState::MaybeFinishStage(Stage& stage) {
   if (stage.status != StageStatus::kRunning) return;
   if (stage.queue && stage.queue->remaining() > 0 && !stage.cancelling) return;
+  if (!stage.retries.empty() && !stage.cancelling) return;
   if (ActiveLeases(stage)) return;
   stage.finished = clock_->Now();
   bool failed = false;
@@ -420,10 +512,19 @@ bool RunState::done() const {
 
 bool RunState::AgentsDismissed() const {
   absl::MutexLock l(&mu_);
-  for (const auto& [id, name] : agents_) {
+  for (const auto& [id, a] : agents_) {
     if (!dismissed_.count(id)) return false;
   }
   return true;
+}
+
+std::map<std::string, std::string> RunState::DrainedAgents() const {
+  absl::MutexLock l(&mu_);
+  std::map<std::string, std::string> out;
+  for (const auto& [id, a] : agents_) {
+    if (!a.drained.empty()) out[a.name] = a.drained;
+  }
+  return out;
 }
 
 bool RunState::WaitDone(absl::Time deadline) const {
@@ -468,6 +569,7 @@ std::vector<StageProgress> RunState::Progress() const {
     p.total = static_cast<int>(s.order.size());
     for (const auto& [id, tc] : s.results) {
       ++p.done;
+      p.flaky += tc.flaky();
       switch (tc.result.outcome) {
         case Outcome::kPassed: ++p.passed; break;
         case Outcome::kFailed: ++p.failed; break;

@@ -30,7 +30,8 @@ struct LeaseInfo {
   std::string markers;
   std::vector<std::string> test_ids;
   absl::Time deadline;
-  absl::Duration timeout;  // for the child process; zero = none
+  absl::Duration timeout;       // for the child process; zero = none
+  absl::Duration test_timeout;  // for one test; zero = none
   int maxfail = 0;
 };
 
@@ -54,7 +55,8 @@ struct Completion {
   int exit_code = 0;
   std::string error;
   std::string stderr_tail;
-  std::vector<std::string> collected;  // discovery leases
+  std::vector<std::string> collected;    // discovery leases
+  std::vector<std::string> unattempted;  // run leases: never started, to be run again
 };
 
 enum class StageStatus { kPending, kDiscovering, kRunning, kPassed, kFailed, kSkipped, kCancelled };
@@ -64,7 +66,7 @@ struct StageProgress {
   std::string name;
   StageStatus status = StageStatus::kPending;
   std::string note;  // why it was skipped, failed to collect, or was cancelled
-  int total = 0, done = 0, passed = 0, failed = 0, errors = 0, skipped = 0, not_run = 0;
+  int total = 0, done = 0, passed = 0, failed = 0, errors = 0, skipped = 0, not_run = 0, flaky = 0;
   absl::Duration elapsed;
 };
 
@@ -97,8 +99,10 @@ class RunState {
 
   // Per-test results for a lease. FailedPrecondition when the lease is unknown, expired, completed or not this
   // agent's (so a late agent never counts a test twice); InvalidArgument for a test the lease does not hold.
+  // `cancel_reason`, when given, is set to why the lease was cancelled (empty while it is live), so agents hear
+  // of a cancel with every report rather than only on their next heartbeat.
   absl::Status ReportResults(const std::string& agent_id, const std::string& lease_id,
-                             const std::vector<TestCase>& results);
+                             const std::vector<TestCase>& results, std::string* cancel_reason = nullptr);
 
   // Ends a lease. Tests of a run lease left without a result become errors carrying the completion's reason.
   absl::Status CompleteLease(const std::string& agent_id, const std::string& lease_id, const Completion& completion);
@@ -115,6 +119,8 @@ class RunState {
   bool done() const;
   // True once every registered agent has been told the run is done (so the server may stop).
   bool AgentsDismissed() const;
+  // Agents that take no more work, with the reason.
+  std::map<std::string, std::string> DrainedAgents() const;
   // Blocks until done() or `deadline`; true when done.
   bool WaitDone(absl::Time deadline) const;
   int exit_code() const;
@@ -131,9 +137,21 @@ class RunState {
     std::map<std::string, TestCase> results;  // id -> final result, once known
     std::set<std::string> collected;
     std::unique_ptr<StageQueue> queue;
-    int failures = 0;
+    int failures = 0;                        // final failures, after retries, for maxfail
+    std::map<std::string, std::vector<TestAttempt>> attempts;  // failed attempts awaiting a retry
+    struct Retry {
+      std::string id;
+      std::string failed_on;  // the agent whose attempt failed: the retry prefers another
+      absl::Time since;
+    };
+    std::vector<Retry> retries;
     bool cancelling = false;
     absl::Time started, finished;
+  };
+  struct AgentStats {
+    std::string name;
+    int results = 0, failures = 0;
+    std::string drained;  // why it takes no more work
   };
   struct Lease {
     LeaseInfo info;
@@ -152,6 +170,8 @@ class RunState {
   Stage* StageByName(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   LeaseInfo NewLease(const std::string& agent_id, Stage& stage, LeaseKind kind) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool ActiveLeases(const Stage& stage) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<Batch> NextRetries(Stage& stage, const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeDrain(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const RunOptions options_;
   Clock* const clock_;
@@ -159,7 +179,7 @@ class RunState {
   std::unique_ptr<Planner> planner_ ABSL_GUARDED_BY(mu_);
   std::vector<Stage> stages_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Lease> leases_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::string> agents_ ABSL_GUARDED_BY(mu_);  // id -> name
+  std::map<std::string, AgentStats> agents_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> dismissed_ ABSL_GUARDED_BY(mu_);            // agents told the run is done
   int next_agent_ ABSL_GUARDED_BY(mu_) = 0;
   int next_lease_ ABSL_GUARDED_BY(mu_) = 0;

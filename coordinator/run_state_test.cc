@@ -318,5 +318,79 @@ TEST_F(RunStateTest, LostDiscoveryIsHandedToAnotherAgent) {
   EXPECT_EQ(wb.lease.kind, LeaseKind::kDiscover);
 }
 
+TEST_F(RunStateTest, UnattemptedTestsRunAgainAndTheCrashedOneIsAnError) {
+  Start({Stage("unit")}, 1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 4));
+  LeaseInfo la = Take(a);
+  ASSERT_THAT(run_->ReportResults(a, la.id, {Result(la.test_ids[0], Outcome::kPassed)}), IsOk());
+  Completion crashed;
+  crashed.status = Completion::kCrashed;
+  crashed.error = "the pytest worker died";
+  crashed.unattempted = {la.test_ids[2], la.test_ids[3]};  // test 1 was running when it died
+  ASSERT_THAT(run_->CompleteLease(a, la.id, crashed), IsOk());
+  LeaseInfo again = Take(a);
+  EXPECT_EQ(again.test_ids, (std::vector<std::string>{la.test_ids[2], la.test_ids[3]}));
+  Finish(a, again, Outcome::kPassed);
+  EXPECT_EQ(OutcomeOf(la.test_ids[1]), Outcome::kError);
+  EXPECT_EQ(OutcomeOf(la.test_ids[3]), Outcome::kPassed);
+  for (const auto& [id, n] : Appearances()) EXPECT_EQ(n, 1) << id;
+}
+
+StageConfig WithRetries(StageConfig s, int retries) {
+  s.retries = retries;
+  return s;
+}
+
+TEST_F(RunStateTest, AFailedTestIsRetriedOnAnotherAgentAndAPassIsFlaky) {
+  Start({WithRetries(Stage("unit"), 1)}, 1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, {"u.py::flaky", "u.py::fine"});
+  LeaseInfo la = Take(a);
+  std::string b = run_->RegisterAgent("b");
+  ASSERT_THAT(run_->ReportResults(a, la.id, {Result("u.py::flaky", Outcome::kFailed), Result("u.py::fine", Outcome::kPassed)}),
+              IsOk());
+  ASSERT_THAT(run_->CompleteLease(a, la.id, {}), IsOk());
+  EXPECT_EQ(run_->NextWork(a).kind, Work::kWait);  // not back to the agent it failed on
+  LeaseInfo lb = Take(b);
+  EXPECT_EQ(lb.test_ids, std::vector<std::string>{"u.py::flaky"});
+  Finish(b, lb, Outcome::kPassed);
+  EXPECT_TRUE(run_->done());
+  EXPECT_EQ(run_->exit_code(), kExitOk);
+  auto report = run_->Report();
+  const TestCase& flaky = report[0].cases[0];
+  EXPECT_EQ(flaky.result.outcome, Outcome::kPassed);
+  ASSERT_EQ(flaky.reruns.size(), 1u);
+  EXPECT_EQ(flaky.reruns[0].outcome, Outcome::kFailed);
+  EXPECT_TRUE(flaky.flaky());
+  EXPECT_EQ(run_->Progress()[0].flaky, 1);
+}
+
+TEST_F(RunStateTest, ATestThatFailsEveryAttemptFailsWithItsReruns) {
+  Start({WithRetries(Stage("unit", /*maxfail=*/1), 2)}, 1);
+  std::string a = run_->RegisterAgent("a");  // alone: retries come back to it
+  Discover(a, {"u.py::broken"});
+  for (int i = 0; i < 3; ++i) Finish(a, Take(a), Outcome::kFailed);
+  EXPECT_TRUE(run_->done());
+  auto report = run_->Report();
+  EXPECT_EQ(report[0].cases[0].result.outcome, Outcome::kFailed);
+  EXPECT_EQ(report[0].cases[0].reruns.size(), 2u);
+  EXPECT_EQ(run_->exit_code(), kExitTestsFailed);
+}
+
+TEST_F(RunStateTest, AnAgentWhoseTestsAllFailIsDrained) {
+  Start({Stage("unit")}, 2);
+  std::string good = run_->RegisterAgent("good"), bad = run_->RegisterAgent("bad");
+  Discover(good, Ids("u.py", 80));
+  Finish(good, Take(good), Outcome::kPassed);  // 40 pass
+  Finish(bad, Take(bad), Outcome::kError);     // 40 errors: its database is broken, say
+  auto drained = run_->DrainedAgents();
+  ASSERT_EQ(drained.size(), 1u);
+  EXPECT_THAT(drained["bad"], HasSubstr("20 of its 20 tests failed, against 0% on the other agents"));
+  Work w = run_->NextWork(bad);
+  EXPECT_EQ(w.kind, Work::kDone);
+  EXPECT_THAT(w.reason, HasSubstr("drained"));
+}
+
 }  // namespace
 }  // namespace testshard::coordinator

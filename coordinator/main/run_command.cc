@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -44,10 +45,22 @@ absl::StatusOr<Config> Load(const std::string& flag) {
 
 std::string ProjectDir(const Config& c) { return fs::absolute(c.path).parent_path().string(); }
 
-std::string MakeRunDir(const Config& c, const std::string& run_hint) {
-  std::string dir = absl::StrCat(ProjectDir(c), "/.testshard/runs/", run_hint);
-  fs::create_directories(dir);
-  return dir;
+// .testshard/runs/<run id>, with `latest` pointing at it; only the newest few runs are kept.
+std::string MakeRunDir(const Config& c, const std::string& run_id) {
+  fs::path runs = fs::path(ProjectDir(c)) / ".testshard" / "runs";
+  std::error_code ec;
+  fs::create_directories(runs / run_id, ec);
+  std::vector<fs::directory_entry> old;
+  for (const auto& e : fs::directory_iterator(runs, ec)) {
+    if (e.is_directory() && !e.is_symlink() && e.path().filename() != run_id) old.push_back(e);
+  }
+  std::sort(old.begin(), old.end(), [](const auto& a, const auto& b) {
+    return a.last_write_time() > b.last_write_time();
+  });
+  for (size_t i = 4; i < old.size(); ++i) fs::remove_all(old[i].path(), ec);
+  fs::remove(runs / "latest", ec);
+  fs::create_directory_symlink(run_id, runs / "latest", ec);
+  return (runs / run_id).string();
 }
 
 int Fail(const absl::Status& s) {
@@ -98,7 +111,8 @@ int RunLocal(const RunFlags& flags) {
   so.branch = DetectBranch(flags.branch, project);
   so.token = RandomToken();
   so.server_url = server_url;
-  so.run_dir = MakeRunDir(*config, "current");
+  so.run_id = RandomToken().substr(0, 12);
+  so.run_dir = MakeRunDir(*config, so.run_id);
   auto session = Session::Start(*config, so);
   if (!session.ok()) return Fail(session.status());
   std::printf("testshard: run %s, %zu stage(s), %d agent(s), branch '%s'\n", (*session)->run_id().c_str(),
@@ -138,7 +152,7 @@ int RunLocal(const RunFlags& flags) {
   if (sig) {
     Interrupt(**session, sig, agents_gone);
   } else if (!(*session)->run().done()) {
-    (*session)->run().Cancel("every agent stopped before the run ended (see .testshard/runs/current/agent-*.log)");
+    (*session)->run().Cancel("every agent stopped before the run ended (see .testshard/runs/latest/agent-*.log)");
   }
   // Agents leave when told the run is done; give them a moment, then make sure.
   absl::Time deadline = absl::Now() + absl::Seconds(10);
@@ -177,7 +191,8 @@ int RunCoordinator(const RunFlags& flags) {
   so.token = token;
   so.server_url = !flags.database_url.empty() ? flags.database_url
                   : config->database.mode == DatabaseConfig::Mode::kServer ? config->database.url : "";
-  so.run_dir = MakeRunDir(*config, "coordinator");
+  so.run_id = RandomToken().substr(0, 12);
+  so.run_dir = MakeRunDir(*config, so.run_id);
   auto session = Session::Start(*config, so);
   if (!session.ok()) return Fail(session.status());
   std::printf("testshard: coordinator for run %s listening on %s; start agents with\n"

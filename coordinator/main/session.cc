@@ -74,6 +74,7 @@ v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
   spec.set_workdir(fs::relative(config.workdir, fs::absolute(root)).string());
   spec.mutable_env()->insert(config.env.begin(), config.env.end());
   spec.set_runner(config.runner);
+  spec.set_warm(config.warm);
   const DatabaseConfig& db = config.database;
   v1::DatabaseSpec* d = spec.mutable_database();
   d->set_enabled(db.mode != DatabaseConfig::Mode::kNone);
@@ -106,7 +107,7 @@ v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
 absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, const SessionOptions& options) {
   auto s = std::unique_ptr<Session>(new Session());
   s->config_ = config;
-  s->run_id_ = RandomToken().substr(0, 12);
+  s->run_id_ = options.run_id.empty() ? RandomToken().substr(0, 12) : options.run_id;
   s->started_ = absl::Now();
   s->tty_ = isatty(STDOUT_FILENO);
   coordinator::RunOptions ro;
@@ -198,6 +199,7 @@ int Session::Finish(const std::string& junit_out) {
     if (p.errors) absl::StrAppendFormat(&detail, ", %d errors", p.errors);
     if (p.skipped) absl::StrAppendFormat(&detail, ", %d skipped", p.skipped);
     if (p.not_run) absl::StrAppendFormat(&detail, ", %d not run", p.not_run);
+    if (p.flaky) absl::StrAppendFormat(&detail, " (%d flaky)", p.flaky);
     if (p.total == 0) detail = p.note.empty() ? "no tests selected" : p.note;
     std::printf("  %-20s %-10s %s  %s\n", p.name.c_str(), std::string(coordinator::StageStatusName(p.status)).c_str(),
                 detail.c_str(), p.elapsed > absl::ZeroDuration() ? Seconds(p.elapsed).c_str() : "");
@@ -215,6 +217,19 @@ int Session::Finish(const std::string& junit_out) {
                     msg.c_str());
       }
     }
+  }
+  // A pass on retry is reported, never hidden.
+  int flaky = 0;
+  for (const TestCase* c : all) {
+    if (!c->flaky()) continue;
+    if (flaky++ == 0) std::printf("\nFlaky (passed on retry):\n");
+    if (flaky <= 20) {
+      std::string msg = c->reruns.back().message.substr(0, 120);
+      std::printf("  FLAKY  %s - failed %zu time(s) first: %s\n", c->id.c_str(), c->reruns.size(), msg.c_str());
+    }
+  }
+  for (const auto& [name, why] : run_->DrainedAgents()) {
+    std::printf("\nAgent %s was drained: %s\n", name.c_str(), why.c_str());
   }
   std::sort(all.begin(), all.end(),
             [](const TestCase* a, const TestCase* b) { return a->result.time_s > b->result.time_s; });

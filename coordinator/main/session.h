@@ -21,6 +21,7 @@ struct SessionOptions {
   std::string branch;
   std::string token;
   std::string server_url;     // a shared database server agents should use; empty = theirs
+  std::string run_id;         // names the run's databases and its directory
   std::string run_dir;        // artifacts and logs
   absl::Duration heartbeat = absl::Seconds(1);
   absl::Duration lease_ttl = absl::Seconds(15);
