@@ -442,3 +442,57 @@ TEST(ProvisionerDeadServerTest, ServerDyingUnderTheAgentIsUnavailable) {
 
 }  // namespace
 }  // namespace testshard::agent
+
+namespace testshard::agent {
+namespace {
+
+// The disk fills: the clone that does not fit fails with ResourceExhausted naming the cause, and the agent can
+// still hand out what fits. A small tmpfs is mounted for the server (skipped where mounting is not allowed).
+TEST(ProvisionerDiskFullTest, CloneOnAFullDiskIsResourceExhausted) {
+  char tmpl[] = "/tmp/ts-full-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  PosixProcessRunner runner;
+  ProcessSpec mount;
+  mount.argv = {"mount", "-t", "tmpfs", "-o", "size=200m,mode=0755", "tmpfs", dir};
+  auto mounted = runner.Run(mount, nullptr);
+  if (!mounted.ok() || !mounted->ok()) {
+    fs::remove_all(dir);
+    GTEST_SKIP() << "cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)";
+  }
+  {
+    pg::EmbeddedOptions eo;
+    eo.base_dir = dir;
+    TS_ASSERT_OK_AND_ASSIGN(auto server, pg::EmbeddedPostgres::Start(eo));
+    PostgresProvisionerOptions o;
+    o.admin = server->admin();
+    // ~35 MB of rows (CREATE TABLE AS writes no WAL at wal_level minimal), so each clone needs ~45 MB.
+    o.recipe.setup = {{"sh", "-c",
+                       "exec psql -X -q -v ON_ERROR_STOP=1 -c \"CREATE TABLE big AS SELECT g, repeat('x', 500) AS pad "
+                       "FROM generate_series(1, 60000) g\" \"$DATABASE_URL\""}};
+    o.recipe.env_templates = {{"DATABASE_URL", "{url}"}};
+    o.recipe.workdir = o.recipe.log_dir = "/tmp";
+    o.project = "full";
+    o.run_id = "run1";
+    o.agent_id = "agent-1";
+    o.pool_size = 0;
+    o.strategy = CloneStrategy::kFileCopy;
+    PostgresProvisioner p(o, &runner);
+    absl::Status failure;
+    auto prepared = p.Prepare();
+    if (!prepared.ok()) {
+      failure = prepared.status();
+    } else {
+      for (int i = 0; i < 10 && failure.ok(); ++i) failure = p.Acquire(absl::StrCat("lease-", i)).status();
+    }
+    EXPECT_THAT(failure, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("No space left on device")));
+    // The server is still up: what failed was one clone, not the cluster.
+    EXPECT_THAT(server->Health(), IsOk());
+  }
+  ProcessSpec umount;
+  umount.argv = {"umount", dir};
+  (void)runner.Run(umount, nullptr);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace testshard::agent
