@@ -140,8 +140,10 @@ absl::Status Agent::PrepareDatabase() {
                                                                                          absl::Milliseconds(1))))
                             : std::string("found ready"),
                report.strategy);
-  for (const std::string& w : report.warnings) spdlog::warn("{}: database: {}", options_.name, w);
-  warnings_ = std::move(report.warnings);
+  for (const std::string& w : report.warnings) {
+    spdlog::warn("{}: database: {}", options_.name, w);
+    warnings_.push_back("database: " + w);
+  }
   provisioner_ = std::move(provisioner);
   databases_ = std::make_unique<DatabaseScopes>(provisioner_.get());
   // The agent's own database: discovery and the warm worker use it, and every stage that does not reset.

@@ -31,7 +31,9 @@ absl::StatusOr<std::vector<std::string>> CheckRowLevelSecurity(pg::SqlSession& s
                       s.Query("SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"));
   if (role.empty()) return absl::InternalError("the tests' role is not in pg_roles");
   const std::string& name = role[0][0];
-  const std::string fix = "connect the tests as a role that is neither (database.role)";
+  const std::string fix =
+      "set database.role to a role that is not a superuser, has no BYPASSRLS and owns no tables (the migrations grant "
+      "it what the app needs)";
   if (role[0][1] == "t") {
     warnings.push_back(absl::StrCat("the tests connect as \"", name,
                                     "\", a superuser: row level security policies do not apply to it, so tests of "

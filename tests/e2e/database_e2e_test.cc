@@ -1,0 +1,158 @@
+// Database isolation through the real binary: fresh databases per shard, the RLS warning in the run's output, the
+// embedded server after kill -9 of its owner, and a server that cannot be reached.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/e2e_util.h"
+
+namespace testshard::e2e {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr char kSetup[] = R"PY(
+import os, psycopg2
+conn = psycopg2.connect(os.environ["DATABASE_URL"])
+conn.autocommit = True
+conn.cursor().execute("CREATE TABLE marks (lease text); GRANT SELECT, INSERT ON marks TO app_user")
+)PY";
+
+// Each test leaves a mark naming its lease, and fails if it finds another lease's mark: with reset = "shard" no
+// lease may see another's writes.
+constexpr char kMarkTests[] = R"PY(
+import os, time, psycopg2, pytest
+
+@pytest.mark.db
+@pytest.mark.parametrize("i", range(12))
+def test_mark(i, record_property):
+    time.sleep(0.1)
+    lease = os.environ["TESTSHARD_LEASE"]
+    conn = psycopg2.connect(os.environ["DATABASE_URL"])
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("SELECT current_database(), current_user")
+    db, user = cur.fetchone()
+    record_property("database", db)
+    record_property("lease", lease)
+    cur.execute("SELECT count(*) FROM marks WHERE lease <> %s", (lease,))
+    others = cur.fetchone()[0]
+    cur.execute("INSERT INTO marks VALUES (%s)", (lease,))
+    assert user == "app_user"
+    assert others == 0, "saw another shard's writes"
+)PY";
+
+std::string Config(const std::string& database_extra, const std::string& stages) {
+  return absl::StrCat(R"(command = ["/usr/bin/python3", "-m", "pytest"]
+
+[database]
+setup = [["/usr/bin/python3", "setup_db.py"]]
+template_inputs = ["setup_db.py"]
+env = { DATABASE_URL = "{url}" }
+)",
+                      database_extra, "\n", stages);
+}
+
+class DatabaseE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    project_.Write("setup_db.py", kSetup);
+    project_.Write("tests/test_mark.py", kMarkTests);
+  }
+  Project project_;
+};
+
+TEST_F(DatabaseE2eTest, ShardResetGivesEveryShardAFreshDatabase) {
+  project_.Write("testshard.toml", Config("role = \"app_user\"\npool_size = 2\n",
+                                          "[[stages]]\nname = \"db\"\nmarkers = \"db\"\nreset = \"shard\"\n"));
+  Project::Result r = project_.Testshard({"run", "--agents", "2", "--junit-out", "report.xml"});
+  ASSERT_EQ(r.process.exit_code, 0) << r.output;
+  Report report = ReadReport(project_.dir() + "/report.xml");
+  ASSERT_EQ(report.cases.size(), 12u) << r.output;
+  EXPECT_EQ(report.Count(Outcome::kPassed), 12) << r.output;
+  std::map<std::string, std::set<std::string>> leases_by_db;
+  std::set<std::string> leases;
+  for (const ReportedCase& c : report.cases) {
+    leases_by_db[c.properties.at("database")].insert(c.properties.at("lease"));
+    leases.insert(c.properties.at("lease"));
+  }
+  for (const auto& [db, ls] : leases_by_db) EXPECT_EQ(ls.size(), 1u) << db << " served more than one shard";
+  EXPECT_EQ(leases_by_db.size(), leases.size());
+  EXPECT_GE(leases.size(), 2u);
+}
+
+// The tests' role is the embedded server's superuser: the run's own output says RLS does not apply to it.
+TEST_F(DatabaseE2eTest, TestRoleThatBypassesRlsIsWarnedAboutInTheRunOutput) {
+  project_.Write("setup_db.py", "import os, psycopg2\npsycopg2.connect(os.environ['DATABASE_URL'])\n");
+  project_.Write("tests/test_plain.py", "import pytest\n\n@pytest.mark.unit\ndef test_plain():\n    pass\n");
+  project_.Write("testshard.toml", Config("", "[[stages]]\nname = \"unit\"\nmarkers = \"unit\"\n"));
+  Project::Result r = project_.Testshard({"run", "--agents", "1", "--junit-out", "report.xml"});
+  EXPECT_EQ(r.process.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("a superuser: row level security policies do not apply to it"));
+}
+
+// kill -9 of `testshard run`: its server dies with it (parent-death signal), and the next run removes the
+// directory it left.
+TEST_F(DatabaseE2eTest, KilledRunsServerDiesAndItsClusterIsRemovedOnTheNextStart) {
+  std::string base = project_.dir() + "/pgbase";
+  fs::create_directories(base);
+  fs::permissions(base, fs::perms::all);
+  project_.Write("tests/test_slow.py",
+                 "import pytest, time\n\n@pytest.mark.unit\ndef test_slow():\n    time.sleep(60)\n");
+  project_.Write("testshard.toml", Config(absl::StrCat("role = \"app_user\"\ndata_dir = \"", base, "\"\n"),
+                                          "[[stages]]\nname = \"slow\"\nmarkers = \"unit\"\n"));
+  ProcessSpec spec;
+  spec.argv = {TESTSHARD_BIN, "run", "--agents", "1", "--junit-out", "report.xml"};
+  spec.cwd = project_.dir();
+  spec.stdout_path = spec.stderr_path = project_.dir() + "/out.log";
+  auto child = Subprocess::Start(spec);
+  ASSERT_TRUE(child.ok());
+  for (int i = 0; i < 600 && project_.Read("out.log").find("running") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::vector<fs::path> clusters;
+  for (const auto& e : fs::directory_iterator(base)) clusters.push_back(e.path());
+  ASSERT_EQ(clusters.size(), 1u) << project_.Read("out.log");
+  pid_t server = 0;
+  std::ifstream(clusters[0] / "data" / "postmaster.pid") >> server;
+  ASSERT_GT(server, 0);
+
+  kill(child->pid(), SIGKILL);
+  child->Wait();
+  for (int i = 0; i < 500 && kill(server, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_NE(kill(server, 0), 0) << "the embedded server outlived kill -9 of its owner";
+  EXPECT_TRUE(fs::exists(clusters[0]));  // nobody was left to remove it...
+
+  project_.Write("tests/test_slow.py", "import pytest\n\n@pytest.mark.unit\ndef test_slow():\n    pass\n");
+  Project::Result r = project_.Testshard({"run", "--agents", "1", "--junit-out", "report.xml"});
+  EXPECT_EQ(r.process.exit_code, 0) << r.output;
+  EXPECT_FALSE(fs::exists(clusters[0])) << "...so the next run must";
+  int left = 0;
+  for (const auto& e : fs::directory_iterator(base)) left += !e.path().empty();
+  EXPECT_EQ(left, 0) << "the second run's own cluster must be gone too";
+}
+
+TEST_F(DatabaseE2eTest, UnreachableServerFailsTheRunWithAClearErrorAndNoPasses) {
+  project_.Write("testshard.toml",
+                 Config(absl::StrCat("mode = \"server\"\nurl = \"postgresql://postgres@/postgres?host=",
+                                     project_.dir(), "/nosocket&port=5432\"\n"),
+                        "[[stages]]\nname = \"db\"\nmarkers = \"db\"\n"));
+  Project::Result r = project_.Testshard({"run", "--agents", "2", "--junit-out", "report.xml"});
+  EXPECT_NE(r.process.exit_code, 0) << r.output;
+  EXPECT_THAT(project_.Read("report.xml"), HasSubstr("cannot reach PostgreSQL"));
+  Report report = ReadReport(project_.dir() + "/report.xml");
+  EXPECT_EQ(report.Count(Outcome::kPassed), 0);
+}
+
+}  // namespace
+}  // namespace testshard::e2e
