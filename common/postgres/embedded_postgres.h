@@ -22,6 +22,8 @@ struct EmbeddedOptions {
   std::string run_as = "postgres";  // the unprivileged user the server runs as when we are root
   bool tcp = false;        // also listen on 127.0.0.1 at a free port
   int max_connections = 300;
+  // Keep a copy of a fresh initdb next to the clusters (testshard-pgcache-<key>) and start later clusters from it.
+  bool cache_initdb = true;
   absl::Duration start_timeout = absl::Seconds(60);
 };
 
