@@ -66,12 +66,20 @@ absl::StatusOr<std::unique_ptr<SqlSession>> SqlSession::Open(const Connection& w
     // A machine that vanishes mid-run is noticed in about a minute rather than TCP's two hours.
     absl::StrAppend(&conninfo, " keepalives=1 keepalives_idle=20 keepalives_interval=5 keepalives_count=4");
   }
-  PGconn* conn = PQconnectdb(conninfo.c_str());
-  if (!conn) return absl::ResourceExhaustedError("libpq could not allocate a connection");
-  if (PQstatus(conn) != CONNECTION_OK) {
-    absl::Status s = ConnectError(PQerrorMessage(conn), where);
+  PGconn* conn = nullptr;
+  absl::Duration backoff = absl::Milliseconds(20);
+  for (int attempt = 0;; ++attempt) {
+    conn = PQconnectdb(conninfo.c_str());
+    if (!conn) return absl::ResourceExhaustedError("libpq could not allocate a connection");
+    if (PQstatus(conn) == CONNECTION_OK) break;
+    std::string message = PQerrorMessage(conn);
     PQfinish(conn);
-    return s;
+    // Moments that pass: every slot taken while many agents start at once, a server still starting.
+    bool passing = absl::StrContains(message, "too many clients") || absl::StrContains(message, "reserved for") ||
+                   absl::StrContains(message, "starting up");
+    if (!passing || attempt >= 8) return ConnectError(message, where);
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
   }
   PQsetNoticeProcessor(conn, QuietNotices, nullptr);
   auto session = std::unique_ptr<SqlSession>(new SqlSession());
@@ -123,5 +131,21 @@ absl::StatusOr<std::string> SqlSession::QueryValue(std::string_view sql) {
 }
 
 absl::Status SqlSession::Ping() { return Exec("SELECT 1"); }
+
+absl::Status SqlSession::Probe(const Connection& where) {
+  std::string conninfo = absl::StrCat(where.Conninfo(), " connect_timeout=10");
+  switch (PQping(conninfo.c_str())) {
+    case PQPING_OK:
+      return absl::OkStatus();
+    case PQPING_REJECT:
+      return absl::UnavailableError(absl::StrCat("PostgreSQL at ", where.host, ":", where.port,
+                                                 " refuses connections (starting up or shutting down)"));
+    case PQPING_NO_RESPONSE:
+      return absl::UnavailableError(
+          absl::StrCat("PostgreSQL at ", where.host, ":", where.port, " does not answer (stopped or crashed?)"));
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("bad connection parameters for ", where.host));
+  }
+}
 
 }  // namespace testshard::pg

@@ -48,6 +48,9 @@ class SqlSession {
   bool is_open() const;
   // A round trip (SELECT 1): OK while the server answers, Unavailable once it has gone.
   absl::Status Ping();
+  // Whether the server accepts new connections (PQping: a connection attempt, no login needed). An established
+  // session can outlive its server's postmaster for a moment; this cannot. Unavailable when it does not.
+  static absl::Status Probe(const Connection& where);
   // The server process serving this session.
   int backend_pid() const;
   const Connection& where() const { return where_; }

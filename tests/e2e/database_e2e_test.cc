@@ -154,5 +154,33 @@ TEST_F(DatabaseE2eTest, UnreachableServerFailsTheRunWithAClearErrorAndNoPasses) 
   EXPECT_EQ(report.Count(Outcome::kPassed), 0);
 }
 
+// The embedded server dies under the agent between stages (a test kills the postmaster): the next stage is
+// reported as failed with the reason, never passed, and the run fails.
+TEST_F(DatabaseE2eTest, ServerDyingUnderTheAgentFailsTheNextStageWithTheReason) {
+  project_.Write("tests/test_kill.py", R"PY(
+import os, signal, urllib.parse, pytest
+
+@pytest.mark.unit
+def test_kill_the_server():
+    url = urllib.parse.urlparse(os.environ["DATABASE_URL"])
+    socket_dir = urllib.parse.parse_qs(url.query)["host"][0]
+    with open(os.path.join(socket_dir, "data", "postmaster.pid")) as f:
+        os.kill(int(f.readline()), signal.SIGKILL)
+)PY");
+  // It needs no database itself: only the agent's own check can tell that its database is gone.
+  project_.Write("tests/test_mark.py", "import pytest\n\n@pytest.mark.db\ndef test_no_db():\n    pass\n");
+  project_.Write("testshard.toml", Config("role = \"app_user\"\n",
+                                          "[[stages]]\nname = \"first\"\nmarkers = \"unit\"\n"
+                                          "[[stages]]\nname = \"second\"\nmarkers = \"db\"\n"));
+  Project::Result r = project_.Testshard({"run", "--agents", "1", "--junit-out", "report.xml"});
+  EXPECT_NE(r.process.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("second"));
+  EXPECT_THAT(project_.Read("report.xml"), HasSubstr("the database server"));
+  Report report = ReadReport(project_.dir() + "/report.xml");
+  for (const ReportedCase& c : report.cases) {
+    if (c.suite == "second") EXPECT_NE(c.outcome, Outcome::kPassed) << c.name;
+  }
+}
+
 }  // namespace
 }  // namespace testshard::e2e
