@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <map>
 #include <string>
@@ -131,8 +132,17 @@ std::vector<double> Together(int n, Fn fn) {
   return out;
 }
 
+// "0.42 0.61 0.70": other work on the machine skews every figure, so the output says how busy it was.
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string one, five, fifteen;
+  in >> one >> five >> fifteen;
+  return absl::StrCat(one, " ", five, " ", fifteen);
+}
+
 int Main(const Flags& flags) {
   spdlog::set_level(spdlog::level::warn);
+  std::string load_before = LoadAverage();
   std::string config_path = OrDie(FindConfig(flags.project));
   Config config = OrDie(LoadConfig(config_path));
   if (config.database.setup.empty()) Die(absl::InvalidArgumentError(config_path + " has no database set-up commands"));
@@ -274,6 +284,8 @@ int Main(const Flags& flags) {
   }
   std::printf("\n        calibrated strategy %s (template %s); warm-pool hand-out vs clone %.0fx\n", best.c_str(),
               built.template_name.c_str(), clone_ms / std::max(0.001, handout.median));
+  std::printf("        load average %s before, %s after, on %u cores\n", load_before.c_str(), LoadAverage().c_str(),
+              std::thread::hardware_concurrency());
   std::printf("migrate_ms=%.0f clone_ms=%.1f clone_speedup=%.1f pool_handout_ms=%.2f server_start_ms=%.0f\n", migrate_ms,
               clone_ms, migrate_ms / std::max(0.01, clone_ms), handout.median, start.median);
   server.reset();
