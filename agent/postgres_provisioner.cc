@@ -174,8 +174,8 @@ void PostgresProvisioner::Release(const Database& db) {
 absl::Status PostgresProvisioner::CheckHealth() {
   absl::MutexLock l(&mu_);
   if (!presence_) return absl::FailedPreconditionError("the database provisioner was not prepared");
-  TS_RETURN_IF_ERROR(Annotate(presence_->Ping(), "the database server"));
-  return Annotate(pg::SqlSession::Probe(options_.admin), "the database server");
+  TS_RETURN_IF_ERROR(Annotate(pg::CheckLocalServerProcess(options_.admin), "the database server"));
+  return Annotate(presence_->Ping(), "the database server");
 }
 
 ClonePool::Stats PostgresProvisioner::pool_stats() const { return pool_ ? pool_->stats() : ClonePool::Stats{}; }

@@ -368,6 +368,16 @@ TEST_F(ProvisionerTest, WarmPoolHandsOutReadyClonesAndRefillsInTheBackground) {
   EXPECT_TRUE(Eventually([&] { return p.pool_stats().drops >= 4; }));
 }
 
+TEST_F(ProvisionerTest, HealthCheckIsCheapEnoughForEveryLease) {
+  PostgresProvisioner p(Options(), &runner_);
+  ASSERT_TRUE(p.Prepare().ok());
+  absl::Time t0 = absl::Now();
+  for (int i = 0; i < 50; ++i) ASSERT_THAT(p.CheckHealth(), IsOk());
+  absl::Duration each = (absl::Now() - t0) / 50;
+  std::printf("CheckHealth: %.2f ms each\n", absl::ToDoubleMilliseconds(each));
+  EXPECT_LT(each, absl::Milliseconds(50));
+}
+
 TEST_F(ProvisionerTest, ConfiguredStrategyIsUsedAndMeasuredOneIsReported) {
   auto options = Options();
   options.strategy = CloneStrategy::kWalLog;

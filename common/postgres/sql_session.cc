@@ -1,6 +1,10 @@
 #include "common/postgres/sql_session.h"
 
 #include <libpq-fe.h>
+#include <signal.h>
+
+#include <cerrno>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -132,20 +136,28 @@ absl::StatusOr<std::string> SqlSession::QueryValue(std::string_view sql) {
 
 absl::Status SqlSession::Ping() { return Exec("SELECT 1"); }
 
-absl::Status SqlSession::Probe(const Connection& where) {
-  std::string conninfo = absl::StrCat(where.Conninfo(), " connect_timeout=10");
-  switch (PQping(conninfo.c_str())) {
-    case PQPING_OK:
-      return absl::OkStatus();
-    case PQPING_REJECT:
-      return absl::UnavailableError(absl::StrCat("PostgreSQL at ", where.host, ":", where.port,
-                                                 " refuses connections (starting up or shutting down)"));
-    case PQPING_NO_RESPONSE:
-      return absl::UnavailableError(
-          absl::StrCat("PostgreSQL at ", where.host, ":", where.port, " does not answer (stopped or crashed?)"));
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("bad connection parameters for ", where.host));
+absl::Status CheckLocalServerProcess(const Connection& where) {
+  if (!where.is_socket()) return absl::OkStatus();
+  std::string lock = absl::StrCat(where.host, "/.s.PGSQL.", where.port, ".lock");
+  std::ifstream in(lock);
+  pid_t pid = 0;
+  if (!(in >> pid) || pid <= 0) {
+    return absl::UnavailableError(absl::StrCat("PostgreSQL at ", where.host, ":", where.port,
+                                               " has gone (no socket lock file ", lock, ")"));
   }
+  bool alive = kill(pid, 0) == 0 || errno == EPERM;
+  if (alive) {
+    // A zombie has exited, whatever kill() says.
+    std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+    std::string text((std::istreambuf_iterator<char>(stat)), {});
+    size_t paren = text.rfind(')');
+    if (paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z') alive = false;
+  }
+  if (!alive) {
+    return absl::UnavailableError(absl::StrCat("PostgreSQL at ", where.host, ":", where.port, " has died (postmaster pid ",
+                                               pid, " is gone)"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace testshard::pg

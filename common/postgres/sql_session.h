@@ -48,9 +48,7 @@ class SqlSession {
   bool is_open() const;
   // A round trip (SELECT 1): OK while the server answers, Unavailable once it has gone.
   absl::Status Ping();
-  // Whether the server accepts new connections (PQping: a connection attempt, no login needed). An established
-  // session can outlive its server's postmaster for a moment; this cannot. Unavailable when it does not.
-  static absl::Status Probe(const Connection& where);
+
   // The server process serving this session.
   int backend_pid() const;
   const Connection& where() const { return where_; }
@@ -60,6 +58,12 @@ class SqlSession {
   Connection where_;
   pg_conn* conn_ = nullptr;  // PGconn
 };
+
+// For a server on a local unix socket: whether its postmaster still runs, from the pid in the socket's lock file
+// (`<dir>/.s.PGSQL.<port>.lock`). A few microseconds, where a new connection costs milliseconds; and exact, where an
+// established session goes on answering for tens of milliseconds after its postmaster was killed. OK for servers
+// reached over TCP (nothing to look at) and when the process belongs to a user we may not signal.
+absl::Status CheckLocalServerProcess(const Connection& where);
 
 // The Status for a failed statement with SQLSTATE `sqlstate` (may be empty for connection failures), prefixed
 // with `context`. Exposed for tests.
