@@ -52,9 +52,10 @@ def test_mark(i, record_property):
     assert others == 0, "saw another shard's writes"
 )PY";
 
-std::string Config(const std::string& database_extra, const std::string& stages) {
+// `top` holds top-level keys (before the first table).
+std::string Config(const std::string& database_extra, const std::string& stages, const std::string& top = "") {
   return absl::StrCat(R"(command = ["/usr/bin/python3", "-m", "pytest"]
-
+)", top, R"(
 [database]
 setup = [["/usr/bin/python3", "setup_db.py"]]
 template_inputs = ["setup_db.py"]
@@ -169,9 +170,12 @@ def test_kill_the_server():
 )PY");
   // It needs no database itself: only the agent's own check can tell that its database is gone.
   project_.Write("tests/test_mark.py", "import pytest\n\n@pytest.mark.db\ndef test_no_db():\n    pass\n");
+  // One process per shard: a warm worker may take the next lease while it still holds back the last test of the
+  // previous one, which would put the kill after the agent's check.
   project_.Write("testshard.toml", Config("role = \"app_user\"\n",
                                           "[[stages]]\nname = \"first\"\nmarkers = \"unit\"\n"
-                                          "[[stages]]\nname = \"second\"\nmarkers = \"db\"\n"));
+                                          "[[stages]]\nname = \"second\"\nmarkers = \"db\"\n",
+                                          "warm = false\n"));
   Project::Result r = project_.Testshard({"run", "--agents", "1", "--junit-out", "report.xml"});
   EXPECT_NE(r.process.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("second"));
