@@ -62,6 +62,11 @@ absl::StatusOr<PrepareReport> PostgresProvisioner::Prepare() {
 
   std::vector<std::string> unmatched;
   TS_ASSIGN_OR_RETURN(template_, builder_.Name(*presence, &unmatched));
+  if (options_.recipe.inputs.empty() && !options_.recipe.setup.empty()) {
+    report.warnings.push_back(
+        "database.template_inputs is empty: the template is rebuilt only when the set-up commands themselves change, "
+        "so an edited migration would reuse a stale template on a shared server; list the migration and seed files");
+  }
   for (const std::string& g : unmatched) {
     report.warnings.push_back(absl::StrCat("database.template_inputs: \"", g, "\" matches no file under ",
                                            options_.recipe.workdir,

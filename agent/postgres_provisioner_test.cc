@@ -317,6 +317,14 @@ CREATE POLICY p ON forgotten USING (org = 1);
   EXPECT_THAT(report.warnings, Contains(AllOf(HasSubstr("bypasser"), HasSubstr("BYPASSRLS"))));
 }
 
+TEST_F(ProvisionerTest, NoTemplateInputsIsAWarning) {
+  auto options = Options();
+  options.recipe.inputs.clear();
+  PostgresProvisioner p(options, &runner_);
+  TS_ASSERT_OK_AND_ASSIGN(PrepareReport report, p.Prepare());
+  EXPECT_THAT(report.warnings, Contains(HasSubstr("template_inputs is empty")));
+}
+
 TEST_F(ProvisionerTest, UnmatchedTemplateInputGlobIsAWarning) {
   auto options = Options();
   options.recipe.inputs = {"*.sql", "migrations/versions/*.py"};
