@@ -16,7 +16,6 @@ using pg::QuoteLiteral;
 
 PostgresProvisioner::PostgresProvisioner(PostgresProvisionerOptions options, ProcessRunner* runner)
     : options_(std::move(options)),
-      runner_(runner),
       instance_(NewInstanceId()),
       builder_(options_.admin, options_.recipe, options_.project, runner) {}
 
@@ -35,7 +34,11 @@ absl::Status PostgresProvisioner::EnsureRoles(pg::SqlSession& s) {
   // Roles are cluster-wide, so they cannot come with the template. The tests' role must not bypass RLS.
   absl::Status st = s.Exec(absl::StrCat("CREATE ROLE ", QuoteIdent(role),
                                         " LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"));
-  if (st.code() == absl::StatusCode::kAlreadyExists) return absl::OkStatus();  // another agent was quicker
+  if (st.ok()) return st;
+  // Agents starting together race here, and the loser may see a unique violation in pg_authid rather than
+  // "already exists": whatever the error, a role that now exists is what was wanted.
+  auto now = s.Query(absl::StrCat("SELECT 1 FROM pg_roles WHERE rolname = ", QuoteLiteral(role)));
+  if (now.ok() && !now->empty()) return absl::OkStatus();
   if (st.code() == absl::StatusCode::kPermissionDenied) {
     return absl::FailedPreconditionError(
         absl::StrCat("the tests' role \"", role, "\" does not exist, and ", s.where().user,

@@ -60,7 +60,6 @@ class PostgresProvisioner final : public DatabaseProvisioner {
   void Maintain(pg::SqlSession& s);
 
   const PostgresProvisionerOptions options_;
-  ProcessRunner* const runner_;
   const std::string instance_;
   TemplateBuilder builder_;  // Name/Ensure from Prepare; CollectGarbage from the pool's worker afterwards
   std::string template_;     // set by Prepare

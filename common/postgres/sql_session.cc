@@ -56,7 +56,7 @@ absl::Status SqlError(std::string_view sqlstate, std::string_view message, std::
   if (cls == "53") return absl::ResourceExhaustedError(full);
   if (sqlstate == "55006") return absl::AbortedError(full);
   if (sqlstate == "3D000") return absl::NotFoundError(full);
-  if (sqlstate == "42P04" || sqlstate == "42710") return absl::AlreadyExistsError(full);
+  if (sqlstate == "42P04" || sqlstate == "42710" || sqlstate == "23505") return absl::AlreadyExistsError(full);
   if (sqlstate == "57014") return absl::DeadlineExceededError(full);
   if (sqlstate == "55000") return absl::FailedPreconditionError(full);
   return absl::InternalError(full);
