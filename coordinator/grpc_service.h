@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/wire.h"
 #include "coordinator/run_state.h"
 #include "grpcpp/grpcpp.h"
 #include "testshard/v1/coordinator.grpc.pb.h"
@@ -53,11 +54,12 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   std::set<std::string> warned_ ABSL_GUARDED_BY(warned_mu_);  // agents' warnings already shown, shown once each
 };
 
-// A listening server. Loopback or unix-socket addresses only unless `allow_remote_plaintext` (TLS is not there yet).
+// A listening server.
 class CoordinatorServer {
  public:
+  // Without TLS, only loopback or unix-socket addresses unless `allow_remote_plaintext`.
   static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(const std::string& listen, RunState* run,
-                                                                  ServiceOptions options,
+                                                                  ServiceOptions options, const ServerTls& tls,
                                                                   bool allow_remote_plaintext);
   ~CoordinatorServer();
   // The address agents dial, with the real port when the listen port was 0.
