@@ -110,8 +110,12 @@ absl::Status Agent::PrepareDatabase() {
     TS_ASSIGN_OR_RETURN(admin, pg::ParseConnection(db.server_url()));
   } else if (options_.start_embedded_server) {
     pg::EmbeddedOptions eo;
-    eo.bin_dir = db.embedded().bin_dir();
-    eo.base_dir = db.embedded().data_dir();
+    // Relative paths are the checkout's.
+    auto in_root = [&](const std::string& p) {
+      return p.empty() ? p : (fs::path(options_.root) / p).lexically_normal().string();
+    };
+    eo.bin_dir = in_root(db.embedded().bin_dir());
+    eo.base_dir = in_root(db.embedded().data_dir());
     eo.tcp = db.embedded().tcp();
     if (db.embedded().max_connections() > 0) eo.max_connections = db.embedded().max_connections();
     TS_ASSIGN_OR_RETURN(admin, options_.start_embedded_server(eo));

@@ -134,8 +134,9 @@ void ClonePool::Record(CloneStrategy s, absl::Duration took) {
 
 absl::StatusOr<std::string> ClonePool::Clone(pg::SqlSession& s, int64_t seq, CloneStrategy strategy) {
   std::string db = options_.name(seq);
-  std::string create = absl::StrCat("CREATE DATABASE ", QuoteIdent(db), " TEMPLATE ", QuoteIdent(options_.template_name),
-                                    " STRATEGY ", ToAbsl(CloneStrategyName(strategy)));
+  std::string create =
+      absl::StrCat("CREATE DATABASE ", QuoteIdent(db), " TEMPLATE ", QuoteIdent(options_.template_name), " STRATEGY ",
+                   ToAbsl(CloneStrategyName(strategy)));
   absl::Duration backoff = absl::Milliseconds(50);
   for (int attempt = 0;; ++attempt) {
     absl::Time t0 = absl::Now();
@@ -157,8 +158,8 @@ absl::StatusOr<std::string> ClonePool::Clone(pg::SqlSession& s, int64_t seq, Clo
     auto who = s.Query(absl::StrCat("SELECT pid, usename, application_name FROM pg_stat_activity WHERE datname = ",
                                     QuoteLiteral(options_.template_name)));
     if (who.ok() && !who->empty()) {
-      spdlog::warn("template {} is in use by pid {} ({}, {}); retrying the clone", options_.template_name,
-                   (*who)[0][0], (*who)[0][1], (*who)[0][2]);
+      spdlog::warn("template {} is in use by pid {} ({}, {}); retrying the clone", options_.template_name, (*who)[0][0],
+                   (*who)[0][1], (*who)[0][2]);
     }
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Seconds(3));
@@ -244,10 +245,12 @@ void ClonePool::Work() {
     {
       absl::MutexLock l(&mu_);
       absl::Time now = absl::Now();
-      auto due_drop = std::find_if(drops_.begin(), drops_.end(), [&](const PendingDrop& d) { return d.not_before <= now; });
+      auto due_drop =
+          std::find_if(drops_.begin(), drops_.end(), [&](const PendingDrop& d) { return d.not_before <= now; });
       bool can_clone = static_cast<int>(ready_.size()) < target_ && now >= resume;
       // A shard waiting for a clone matters more than freeing space, unless drops pile up.
-      bool drops_first = due_drop != drops_.end() && (!can_clone || drops_.size() > static_cast<size_t>(2 * target_ + 2));
+      bool drops_first =
+          due_drop != drops_.end() && (!can_clone || drops_.size() > static_cast<size_t>(2 * target_ + 2));
       if (stopping_) return;
       if (drops_first) {
         job = kDrop;

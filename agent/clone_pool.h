@@ -27,13 +27,13 @@ namespace testshard::agent {
 
 // What a clone does not inherit from its template: database-level grants and ALTER DATABASE ... SET settings.
 struct CloneFixups {
-  bool revoke_public = false;                                  // REVOKE ALL ON DATABASE ... FROM PUBLIC first
-  std::vector<std::pair<std::string, std::string>> grants;     // grantee (a role, or "PUBLIC") -> privileges
-  std::vector<std::pair<std::string, std::string>> settings;   // name -> value, for every role
+  bool revoke_public = false;                                 // REVOKE ALL ON DATABASE ... FROM PUBLIC first
+  std::vector<std::pair<std::string, std::string>> grants;    // grantee (a role, or "PUBLIC") -> privileges
+  std::vector<std::pair<std::string, std::string>> settings;  // name -> value, for every role
   struct RoleSetting {
     std::string role, name, value;
   };
-  std::vector<RoleSetting> role_settings;                      // ALTER ROLE ... IN DATABASE ... SET
+  std::vector<RoleSetting> role_settings;  // ALTER ROLE ... IN DATABASE ... SET
 
   bool empty() const { return !revoke_public && grants.empty() && settings.empty() && role_settings.empty(); }
   // One batch of statements (a single round trip, one implicit transaction) applying all of it to `db`. Values go
@@ -49,9 +49,9 @@ struct ClonePoolOptions {
   std::string template_name;
   std::function<std::string(int64_t seq)> name;  // a clone's name while it waits in the pool
   CloneFixups fixups;
-  int target = 2;                                // clones kept ready
-  std::optional<CloneStrategy> forced;           // a configured strategy: never changed
-  double file_copy_ms = 0, wal_log_ms = 0;       // the template's calibration; 0 = unknown
+  int target = 2;                           // clones kept ready
+  std::optional<CloneStrategy> forced;      // a configured strategy: never changed
+  double file_copy_ms = 0, wal_log_ms = 0;  // the template's calibration; 0 = unknown
   // Run by the worker every `maintenance_interval` (first soon after Start), on the worker's session: the janitor
   // and template garbage collection.
   std::function<void(pg::SqlSession&)> maintenance;
@@ -84,13 +84,13 @@ class ClonePool {
   struct Stats {
     int ready = 0;
     int pending_drops = 0;
-    int64_t clones = 0;            // made by the worker or CloneNow
+    int64_t clones = 0;  // made by the worker or CloneNow
     int64_t drops = 0;
-    int64_t drop_failures = 0;     // attempts that failed (retried later)
-    double file_copy_ms = 0;       // recent average clone time per strategy (0 = none yet)
+    int64_t drop_failures = 0;  // attempts that failed (retried later)
+    double file_copy_ms = 0;    // recent average clone time per strategy (0 = none yet)
     double wal_log_ms = 0;
     CloneStrategy strategy = CloneStrategy::kFileCopy;  // the one the next clone would use, exploration aside
-    std::string last_error;        // the worker's last failure, "" when its last attempt worked
+    std::string last_error;                             // the worker's last failure, "" when its last attempt worked
   };
   Stats stats() const;
 
@@ -118,7 +118,7 @@ class ClonePool {
   int64_t clones_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t drops_done_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t drop_failures_ ABSL_GUARDED_BY(mu_) = 0;
-  double avg_ms_[2] ABSL_GUARDED_BY(mu_) = {0, 0};   // FILE_COPY, WAL_LOG
+  double avg_ms_[2] ABSL_GUARDED_BY(mu_) = {0, 0};  // FILE_COPY, WAL_LOG
   int samples_[2] ABSL_GUARDED_BY(mu_) = {0, 0};
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

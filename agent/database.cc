@@ -7,9 +7,12 @@ namespace testshard::agent {
 
 std::string_view ResetPolicyName(ResetPolicy p) {
   switch (p) {
-    case ResetPolicy::kAgent: return "agent";
-    case ResetPolicy::kStage: return "stage";
-    case ResetPolicy::kShard: return "shard";
+    case ResetPolicy::kAgent:
+      return "agent";
+    case ResetPolicy::kStage:
+      return "stage";
+    case ResetPolicy::kShard:
+      return "shard";
   }
   return "agent";
 }

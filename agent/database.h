@@ -23,9 +23,9 @@ struct Database {
 // What Prepare found or did, for the agent's log and the run's output.
 struct PrepareReport {
   std::string template_name;
-  bool built = false;                  // this call ran the set-up commands (else the template existed)
-  absl::Duration build_time;           // when built
-  std::string strategy;                // CREATE DATABASE strategy clones use: "FILE_COPY" or "WAL_LOG"
+  bool built = false;         // this call ran the set-up commands (else the template existed)
+  absl::Duration build_time;  // when built
+  std::string strategy;       // CREATE DATABASE strategy clones use: "FILE_COPY" or "WAL_LOG"
   // Things the user must hear before tests run: the tests' role is a superuser, has BYPASSRLS, or owns a table
   // whose row level security is not forced (so its policies do not apply to the tests). Each is one line.
   std::vector<std::string> warnings;

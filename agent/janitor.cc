@@ -45,8 +45,8 @@ bool IsInstance(std::string_view s) {
 
 std::string MakeDatabaseName(const DatabaseNameParts& p) {
   // 3 + 8 + 1 + 12 + 1 + 12 + 1 + 25 = 63.
-  std::string name = absl::StrCat(kPrefix, Part(p.instance, 8), "_", Part(p.run, 12), "_", Part(p.agent, 12), "_",
-                                  Part(p.use, 25));
+  std::string name =
+      absl::StrCat(kPrefix, Part(p.instance, 8), "_", Part(p.run, 12), "_", Part(p.agent, 12), "_", Part(p.use, 25));
   return name.substr(0, kMaxName);
 }
 
@@ -100,8 +100,8 @@ absl::StatusOr<SweepResult> SweepDeadAgents(pg::SqlSession& session, std::string
       result.live_kept += static_cast<int>(names.size());
       continue;
     }
-    TS_ASSIGN_OR_RETURN(std::string got,
-                        session.QueryValue(absl::StrCat("SELECT pg_try_advisory_lock(", PresenceLockKey(instance), ")")));
+    TS_ASSIGN_OR_RETURN(std::string got, session.QueryValue(absl::StrCat("SELECT pg_try_advisory_lock(",
+                                                                         PresenceLockKey(instance), ")")));
     if (got != "t") {
       result.live_kept += static_cast<int>(names.size());
       continue;

@@ -24,7 +24,7 @@ struct DatabaseNameParts {
   std::string instance;  // the provisioner's instance id: 8 hex digits
   std::string run;
   std::string agent;
-  std::string use;       // the lease id, "agent", a stage, or "p<n>" while it waits in the pool
+  std::string use;  // the lease id, "agent", a stage, or "p<n>" while it waits in the pool
 };
 
 // ts_<instance>_<run>_<agent>_<use>: each part reduced to [a-z0-9] and shortened so the name fits PostgreSQL's
@@ -44,9 +44,9 @@ std::string PresenceLockKey(std::string_view instance);
 absl::Status ClaimPresence(pg::SqlSession& session, std::string_view instance);
 
 struct SweepResult {
-  int dropped = 0;        // databases of dead agents dropped
-  int live_kept = 0;      // databases of live agents left alone (other than our own)
-  int failed = 0;         // dead agents' databases that could not be dropped (not ours to drop, say)
+  int dropped = 0;    // databases of dead agents dropped
+  int live_kept = 0;  // databases of live agents left alone (other than our own)
+  int failed = 0;     // dead agents' databases that could not be dropped (not ours to drop, say)
 };
 
 // Drops the databases of dead agents (see above). `own_instance`'s databases are never touched. Safe to run from

@@ -32,8 +32,10 @@ TEST(DatabaseNameTest, CarriesInstanceRunAgentAndUseAndParsesBack) {
 }
 
 TEST(DatabaseNameTest, LongPartsStillFitAndKeepTheirDistinctTails) {
-  std::string a = MakeDatabaseName({"0a1b2c3d", std::string(40, 'r'), std::string(40, 'a'), std::string(60, 'l') + "1"});
-  std::string b = MakeDatabaseName({"0a1b2c3d", std::string(40, 'r'), std::string(40, 'a'), std::string(60, 'l') + "2"});
+  std::string a =
+      MakeDatabaseName({"0a1b2c3d", std::string(40, 'r'), std::string(40, 'a'), std::string(60, 'l') + "1"});
+  std::string b =
+      MakeDatabaseName({"0a1b2c3d", std::string(40, 'r'), std::string(40, 'a'), std::string(60, 'l') + "2"});
   EXPECT_LE(a.size(), 63u);
   EXPECT_NE(a, b);
   EXPECT_TRUE(ParseDatabaseName(a).has_value());
@@ -71,8 +73,8 @@ class JanitorTest : public ::testing::Test {
   std::vector<std::string> Databases(const std::string& instance) {
     auto s = pg::SqlSession::Open(pg_->admin());
     EXPECT_TRUE(s.ok()) << s.status();
-    auto rows = (*s)->Query(absl::StrCat("SELECT datname FROM pg_database WHERE datname LIKE 'ts\\_", instance,
-                                         "\\_%' ORDER BY 1"));
+    auto rows = (*s)->Query(
+        absl::StrCat("SELECT datname FROM pg_database WHERE datname LIKE 'ts\\_", instance, "\\_%' ORDER BY 1"));
     EXPECT_TRUE(rows.ok()) << rows.status();
     std::vector<std::string> out;
     for (const pg::Row& r : *rows) out.push_back(r[0]);

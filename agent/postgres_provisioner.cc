@@ -32,8 +32,8 @@ absl::Status PostgresProvisioner::EnsureRoles(pg::SqlSession& s) {
                       s.Query(absl::StrCat("SELECT 1 FROM pg_roles WHERE rolname = ", QuoteLiteral(role))));
   if (!found.empty()) return absl::OkStatus();
   // Roles are cluster-wide, so they cannot come with the template. The tests' role must not bypass RLS.
-  absl::Status st = s.Exec(absl::StrCat("CREATE ROLE ", QuoteIdent(role),
-                                        " LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"));
+  absl::Status st =
+      s.Exec(absl::StrCat("CREATE ROLE ", QuoteIdent(role), " LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"));
   if (st.ok()) return st;
   // Agents starting together race here, and the loser may see a unique violation in pg_authid rather than
   // "already exists": whatever the error, a role that now exists is what was wanted.
@@ -76,7 +76,8 @@ absl::StatusOr<PrepareReport> PostgresProvisioner::Prepare() {
                                            ", so editing such a file would not rebuild the template"));
   }
   // Held (shared) for our whole life, so garbage collection elsewhere never drops the template we clone from.
-  TS_RETURN_IF_ERROR(presence->Exec(absl::StrCat("SELECT pg_advisory_lock_shared(", TemplateUseLockKey(template_), ")")));
+  TS_RETURN_IF_ERROR(
+      presence->Exec(absl::StrCat("SELECT pg_advisory_lock_shared(", TemplateUseLockKey(template_), ")")));
   absl::Time t0 = absl::Now();
   TS_ASSIGN_OR_RETURN(TemplateInfo info, builder_.Ensure(template_, &report.built));
   report.template_name = template_;
@@ -104,8 +105,8 @@ absl::StatusOr<PrepareReport> PostgresProvisioner::Prepare() {
 
   // The first clone, made now: it proves the grants and settings apply, and it is where the tests' role is checked.
   TS_ASSIGN_OR_RETURN(std::string first, pool_->CloneNow(*presence));
-  pg::Connection as_tests =
-      options_.recipe.role.empty() ? options_.admin.WithDb(first) : options_.admin.WithUser(options_.recipe.role).WithDb(first);
+  pg::Connection as_tests = options_.recipe.role.empty() ? options_.admin.WithDb(first)
+                                                         : options_.admin.WithUser(options_.recipe.role).WithDb(first);
   {
     auto check = pg::SqlSession::Open(as_tests, "testshard rls check");
     if (!check.ok()) {
@@ -161,7 +162,8 @@ absl::StatusOr<Database> PostgresProvisioner::Acquire(std::string_view use) {
   absl::Status st =
       presence_->Exec(absl::StrCat("ALTER DATABASE ", QuoteIdent(*name), " RENAME TO ", QuoteIdent(final_name)));
   if (st.code() == absl::StatusCode::kAlreadyExists) {
-    final_name = MakeDatabaseName({instance_, options_.run_id, options_.agent_id, absl::StrCat(ToAbsl(use), "r", ++seq_)});
+    final_name =
+        MakeDatabaseName({instance_, options_.run_id, options_.agent_id, absl::StrCat(ToAbsl(use), "r", ++seq_)});
     st = presence_->Exec(absl::StrCat("ALTER DATABASE ", QuoteIdent(*name), " RENAME TO ", QuoteIdent(final_name)));
   }
   if (!st.ok()) {

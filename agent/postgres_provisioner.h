@@ -21,16 +21,16 @@
 namespace testshard::agent {
 
 struct PostgresProvisionerOptions {
-  pg::Connection admin;                          // needs CREATEDB (and CREATEROLE only if the tests' role is missing)
+  pg::Connection admin;  // needs CREATEDB (and CREATEROLE only if the tests' role is missing)
   TemplateRecipe recipe;
-  std::string project;                           // templates of one project are garbage-collected together
-  std::string run_id;                            // go into database names
+  std::string project;  // templates of one project are garbage-collected together
+  std::string run_id;   // go into database names
   std::string agent_id;
-  int pool_size = 2;                             // clones kept ready after Prepare
-  int keep_templates = 3;                        // a project's newest templates kept; older unused ones dropped
-  std::optional<CloneStrategy> strategy;         // nullopt: measured
-  std::map<std::string, std::string> settings;   // ALTER DATABASE ... SET on every clone (after the template's own)
-  std::map<std::string, std::string> grants;     // role -> privileges ("CONNECT, TEMPORARY") on every clone
+  int pool_size = 2;                            // clones kept ready after Prepare
+  int keep_templates = 3;                       // a project's newest templates kept; older unused ones dropped
+  std::optional<CloneStrategy> strategy;        // nullopt: measured
+  std::map<std::string, std::string> settings;  // ALTER DATABASE ... SET on every clone (after the template's own)
+  std::map<std::string, std::string> grants;    // role -> privileges ("CONNECT, TEMPORARY") on every clone
   absl::Duration janitor_interval = absl::Minutes(1);
 };
 
@@ -50,8 +50,8 @@ class PostgresProvisioner final : public DatabaseProvisioner {
   // Valid after Prepare.
   ClonePool::Stats pool_stats() const;
   struct HandoutStats {
-    int64_t from_pool = 0;   // handed out ready
-    int64_t cloned = 0;      // the pool was empty: cloned while the caller waited
+    int64_t from_pool = 0;  // handed out ready
+    int64_t cloned = 0;     // the pool was empty: cloned while the caller waited
   };
   HandoutStats handout_stats() const;
 

@@ -238,8 +238,8 @@ TEST_F(ProvisionerTest, RoleWithoutCreatedbIsRefusedByName) {
   auto options = Options();
   options.admin = pg_->admin().WithUser("no_createdb");
   PostgresProvisioner p(options, &runner_);
-  EXPECT_THAT(p.Prepare(), StatusIs(absl::StatusCode::kPermissionDenied,
-                                    AllOf(HasSubstr("no_createdb"), HasSubstr("CREATEDB"))));
+  EXPECT_THAT(p.Prepare(),
+              StatusIs(absl::StatusCode::kPermissionDenied, AllOf(HasSubstr("no_createdb"), HasSubstr("CREATEDB"))));
 }
 
 // Server mode as on a shared server: the admin role has CREATEDB and nothing else (no superuser, no CREATEROLE).
@@ -261,7 +261,7 @@ TEST_F(ProvisionerTest, ServerModeWorksWithOnlyCreatedb) {
   ASSERT_THAT(s->Exec("SET app.org = '1'"), IsOk());
   EXPECT_EQ(*s->QueryValue("SELECT count(*) FROM items"), "2");
   EXPECT_EQ(*Admin()->QueryValue(absl::StrCat("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = ",
-                                               pg::QuoteLiteral(report.template_name))),
+                                              pg::QuoteLiteral(report.template_name))),
             "creator");
   // The test role's session is still open: the background drop cannot end it without pg_signal_backend, so it
   // closes the database to new sessions and retries; once the session ends, the drop goes through.
@@ -307,8 +307,8 @@ CREATE POLICY p ON forgotten USING (org = 1);
   {
     PostgresProvisioner p(options, &runner_);
     TS_ASSERT_OK_AND_ASSIGN(PrepareReport report, p.Prepare());
-    EXPECT_THAT(report.warnings, Contains(AllOf(HasSubstr("owner_role"), HasSubstr("public.owned"),
-                                                HasSubstr("not forced"))));
+    EXPECT_THAT(report.warnings,
+                Contains(AllOf(HasSubstr("owner_role"), HasSubstr("public.owned"), HasSubstr("not forced"))));
     EXPECT_THAT(report.warnings, Contains(AllOf(HasSubstr("public.forgotten"), HasSubstr("not enabled"))));
   }
   options.recipe.role = "bypasser";

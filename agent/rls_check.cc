@@ -27,8 +27,9 @@ constexpr char kUserTables[] =
 
 absl::StatusOr<std::vector<std::string>> CheckRowLevelSecurity(pg::SqlSession& s) {
   std::vector<std::string> warnings;
-  TS_ASSIGN_OR_RETURN(std::vector<pg::Row> role,
-                      s.Query("SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"));
+  TS_ASSIGN_OR_RETURN(
+      std::vector<pg::Row> role,
+      s.Query("SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"));
   if (role.empty()) return absl::InternalError("the tests' role is not in pg_roles");
   const std::string& name = role[0][0];
   const std::string fix =

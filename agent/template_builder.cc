@@ -124,8 +124,7 @@ absl::StatusOr<TemplateInfo> ReadTemplate(pg::SqlSession& s, const std::string& 
   return *info;
 }
 
-absl::StatusOr<std::pair<double, double>> CalibrateStrategies(pg::SqlSession& s, const std::string& tpl,
-                                                              int rounds) {
+absl::StatusOr<std::pair<double, double>> CalibrateStrategies(pg::SqlSession& s, const std::string& tpl, int rounds) {
   std::vector<double> times[2];
   for (int r = 0; r < rounds; ++r) {
     // Alternate which goes first, so a drift in background load does not favour one.
@@ -199,7 +198,8 @@ absl::Status TemplateBuilder::RunSetup(const std::string& build_db) {
                                                         "); its output (", spec.stdout_path, ") ends:\n",
                                                         ReadTail(spec.stdout_path, 8192)));
     }
-    spdlog::info("set-up `{}` took {}", cmd, absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))));
+    spdlog::info("set-up `{}` took {}", cmd,
+                 absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1))));
   }
   return absl::OkStatus();
 }
@@ -249,8 +249,8 @@ absl::StatusOr<TemplateInfo> TemplateBuilder::Build(pg::SqlSession& s, const std
   }
   TS_RETURN_IF_ERROR(s.Exec(absl::StrCat("CREATE DATABASE ", QuoteIdent(build), " TEMPLATE template0")));
   if (!recipe_.role.empty()) {
-    TS_RETURN_IF_ERROR(s.Exec(absl::StrCat("GRANT CONNECT, TEMPORARY ON DATABASE ", QuoteIdent(build), " TO ",
-                                           QuoteIdent(recipe_.role))));
+    TS_RETURN_IF_ERROR(s.Exec(
+        absl::StrCat("GRANT CONNECT, TEMPORARY ON DATABASE ", QuoteIdent(build), " TO ", QuoteIdent(recipe_.role))));
   }
   absl::Status setup = RunSetup(build);
   if (!setup.ok()) {
@@ -290,8 +290,8 @@ absl::StatusOr<TemplateInfo> TemplateBuilder::Build(pg::SqlSession& s, const std
   } else {
     spdlog::warn("timing clone strategies on {}: {}", name, ToStd(cal.status().message()));
   }
-  TS_RETURN_IF_ERROR(
-      s.Exec(absl::StrCat("COMMENT ON DATABASE ", QuoteIdent(name), " IS ", QuoteLiteral(FormatTemplateComment(info)))));
+  TS_RETURN_IF_ERROR(s.Exec(
+      absl::StrCat("COMMENT ON DATABASE ", QuoteIdent(name), " IS ", QuoteLiteral(FormatTemplateComment(info)))));
   spdlog::info("built template database {} in {} (clone FILE_COPY {:.1f} ms, WAL_LOG {:.1f} ms)", name,
                absl::FormatDuration(absl::Trunc(absl::Now() - began, absl::Milliseconds(1))), info.file_copy_ms,
                info.wal_log_ms);

@@ -26,14 +26,14 @@ namespace testshard::agent {
 
 // What builds a template: the commands, the environment they see and the files whose contents identify it.
 struct TemplateRecipe {
-  std::vector<std::vector<std::string>> setup;        // run in order against the new database
-  std::map<std::string, std::string> env_templates;   // env var -> template over the database (config database.env)
-  std::map<std::string, std::string> env;             // the project's extra environment
-  std::string workdir;                                // commands run here; input globs are relative to it
-  std::vector<std::string> inputs;                    // globs ("*" also crosses "/"); their files' bytes are hashed
-  std::string role;                                   // the tests' role; empty = the admin role
-  std::string log_dir;                                // where set-up commands write their output
-  absl::Duration setup_timeout = absl::Minutes(30);   // per command
+  std::vector<std::vector<std::string>> setup;       // run in order against the new database
+  std::map<std::string, std::string> env_templates;  // env var -> template over the database (config database.env)
+  std::map<std::string, std::string> env;            // the project's extra environment
+  std::string workdir;                               // commands run here; input globs are relative to it
+  std::vector<std::string> inputs;                   // globs ("*" also crosses "/"); their files' bytes are hashed
+  std::string role;                                  // the tests' role; empty = the admin role
+  std::string log_dir;                               // where set-up commands write their output
+  absl::Duration setup_timeout = absl::Minutes(30);  // per command
 };
 
 enum class CloneStrategy { kFileCopy, kWalLog };
@@ -94,8 +94,8 @@ absl::StatusOr<TemplateInfo> ReadTemplate(pg::SqlSession& session, const std::st
 
 // Times CREATE DATABASE with each strategy from `template_name` (`rounds` clones each, alternating, dropped
 // afterwards) and returns the medians in ms: {file_copy, wal_log}.
-absl::StatusOr<std::pair<double, double>> CalibrateStrategies(pg::SqlSession& session,
-                                                              const std::string& template_name, int rounds);
+absl::StatusOr<std::pair<double, double>> CalibrateStrategies(pg::SqlSession& session, const std::string& template_name,
+                                                              int rounds);
 
 }  // namespace testshard::agent
 

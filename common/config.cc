@@ -221,7 +221,9 @@ class Reader {
       }
     }
     if (const toml::node* b = t->get("bin_dir")) { TS_ASSIGN_OR_RETURN(db->bin_dir, String(*b, "database.bin_dir")); }
-    if (const toml::node* d = t->get("data_dir")) { TS_ASSIGN_OR_RETURN(db->data_dir, String(*d, "database.data_dir")); }
+    if (const toml::node* d = t->get("data_dir")) {
+      TS_ASSIGN_OR_RETURN(db->data_dir, String(*d, "database.data_dir"));
+    }
     if (const toml::node* b = t->get("tcp")) { TS_ASSIGN_OR_RETURN(db->tcp, Bool(*b, "database.tcp")); }
     if (const toml::node* m = t->get("max_connections")) {
       TS_ASSIGN_OR_RETURN(int64_t v, Int(*m, "database.max_connections", 10));

@@ -180,12 +180,13 @@ TEST(DatabaseConfigTest, BadValuesNameKeyAndLine) {
   EXPECT_THAT(parse("reset = \"test\""), StatusIs(kInvalid, HasSubstr("t.toml:4: database.reset: expected \"agent\"")));
   EXPECT_THAT(parse("clone_strategy = \"copy\""), StatusIs(kInvalid, HasSubstr("t.toml:4: database.clone_strategy")));
   EXPECT_THAT(parse("pool_size = -1"), StatusIs(kInvalid, HasSubstr("database.pool_size: must be at least 0")));
-  EXPECT_THAT(parse("keep_templates = 0"), StatusIs(kInvalid, HasSubstr("database.keep_templates: must be at least 1")));
+  EXPECT_THAT(parse("keep_templates = 0"),
+              StatusIs(kInvalid, HasSubstr("database.keep_templates: must be at least 1")));
   EXPECT_THAT(parse("grants = { app = \"SELECT\" }"), StatusIs(kInvalid, HasSubstr("database.grants.app")));
   EXPECT_THAT(parse("settings = { \"a;b\" = \"x\" }"), StatusIs(kInvalid, HasSubstr("database.settings.a;b")));
   EXPECT_THAT(parse("url = \"postgresql://[::1/db\""), StatusIs(kInvalid, HasSubstr("database.url")));
-  EXPECT_THAT(ParseConfig("command = [\"p\"]\n[database]\nenv = { U = \"{uri}\" }\n" + std::string(kOneStage), "t.toml"),
-              StatusIs(kInvalid, HasSubstr("database.env.U: unknown placeholder {uri}")));
+  std::string bad_env = "command = [\"p\"]\n[database]\nenv = { U = \"{uri}\" }\n" + std::string(kOneStage);
+  EXPECT_THAT(ParseConfig(bad_env, "t.toml"), StatusIs(kInvalid, HasSubstr("database.env.U: unknown placeholder {uri}")));
   EXPECT_THAT(ParseConfig(std::string(kDatabaseHead) + kOneStage + "reset = \"always\"\n", "t.toml"),
               StatusIs(kInvalid, HasSubstr("stages[0].reset")));
 }

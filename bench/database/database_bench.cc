@@ -103,7 +103,8 @@ double MigrateAndSeed(const pg::Connection& admin, const agent::TemplateRecipe& 
     spec.stdout_path = spec.stderr_path = absl::StrCat(log_dir, "/", db, "-", i, ".log");
     auto r = OrDie(runner.Run(spec, nullptr));
     if (!r.ok()) {
-      Die(absl::InternalError(absl::StrCat(absl::StrJoin(spec.argv, " "), " failed:\n", ReadTail(spec.stdout_path, 4000))));
+      Die(absl::InternalError(
+          absl::StrCat(absl::StrJoin(spec.argv, " "), " failed:\n", ReadTail(spec.stdout_path, 4000))));
     }
   }
   return Ms(absl::Now() - t0);
@@ -111,7 +112,8 @@ double MigrateAndSeed(const pg::Connection& admin, const agent::TemplateRecipe& 
 
 void DropAll(const pg::Connection& admin, const std::string& like) {
   auto s = OrDie(pg::SqlSession::Open(admin));
-  auto rows = OrDie(s->Query(absl::StrCat("SELECT datname FROM pg_database WHERE datname LIKE ", pg::QuoteLiteral(like))));
+  auto rows =
+      OrDie(s->Query(absl::StrCat("SELECT datname FROM pg_database WHERE datname LIKE ", pg::QuoteLiteral(like))));
   for (const pg::Row& r : rows) (void)s->Exec(absl::StrCat("DROP DATABASE ", pg::QuoteIdent(r[0]), " WITH (FORCE)"));
 }
 
@@ -172,11 +174,11 @@ int Main(const Flags& flags) {
     if (i > 0) warm.push_back(Ms(server->startup_time()));  // the first one fills the cache when it is empty
   }
   Summary cold_start = Summarize(cold), start = Summarize(warm);
-  std::printf("\nembedded server start-up, until it accepts connections (%s):\n"
-              "  initdb + start          median %6.0f ms  max %6.0f ms (n=%d)\n"
-              "  cached initdb + start   median %6.0f ms  max %6.0f ms (n=%d)\n",
-              server->dir().c_str(), cold_start.median, cold_start.max, cold_start.n, start.median, start.max,
-              start.n);
+  std::printf(
+      "\nembedded server start-up, until it accepts connections (%s):\n"
+      "  initdb + start          median %6.0f ms  max %6.0f ms (n=%d)\n"
+      "  cached initdb + start   median %6.0f ms  max %6.0f ms (n=%d)\n",
+      server->dir().c_str(), cold_start.median, cold_start.max, cold_start.n, start.median, start.max, start.n);
   pg::Connection admin = server->admin();
 
   // 2. Without templates: each agent migrates and seeds an empty database of its own.
@@ -187,9 +189,8 @@ int Main(const Flags& flags) {
     std::vector<double> all;
     int rounds = n == 1 ? flags.repeat : 1;
     for (int r = 0; r < rounds; ++r) {
-      std::vector<double> v = Together(n, [&](int i) {
-        return MigrateAndSeed(admin, recipe, absl::StrCat("bench_migrate_", r, "_", i), logs);
-      });
+      std::vector<double> v = Together(
+          n, [&](int i) { return MigrateAndSeed(admin, recipe, absl::StrCat("bench_migrate_", r, "_", i), logs); });
       all.insert(all.end(), v.begin(), v.end());
       DropAll(admin, "bench\\_migrate\\_%");
     }
@@ -251,8 +252,8 @@ int Main(const Flags& flags) {
       agents.clear();
       clone[{sname, n}] = Summarize(all);
       const Summary& s = clone[{sname, n}];
-      std::printf("%-34s %8d %10.1f %10.1f %10.1f\n", absl::StrCat("clone the template, ", sname).c_str(), n,
-                  s.median, s.p90, s.max);
+      std::printf("%-34s %8d %10.1f %10.1f %10.1f\n", absl::StrCat("clone the template, ", sname).c_str(), n, s.median,
+                  s.p90, s.max);
     }
   }
 
@@ -286,8 +287,8 @@ int Main(const Flags& flags) {
               built.template_name.c_str(), clone_ms / std::max(0.001, handout.median));
   std::printf("        load average %s before, %s after, on %u cores\n", load_before.c_str(), LoadAverage().c_str(),
               std::thread::hardware_concurrency());
-  std::printf("migrate_ms=%.0f clone_ms=%.1f clone_speedup=%.1f pool_handout_ms=%.2f server_start_ms=%.0f\n", migrate_ms,
-              clone_ms, migrate_ms / std::max(0.01, clone_ms), handout.median, start.median);
+  std::printf("migrate_ms=%.0f clone_ms=%.1f clone_speedup=%.1f pool_handout_ms=%.2f server_start_ms=%.0f\n",
+              migrate_ms, clone_ms, migrate_ms / std::max(0.01, clone_ms), handout.median, start.median);
   server.reset();
   fs::remove_all(logs);
   return 0;

@@ -218,6 +218,10 @@ absl::StatusOr<std::unique_ptr<EmbeddedPostgres>> EmbeddedPostgres::Start(const 
   absl::Time began = absl::Now();
   TS_ASSIGN_OR_RETURN(std::string bin, FindPostgresBinDir(options.bin_dir));
   std::string base = options.base_dir.empty() ? DefaultBaseDir() : options.base_dir;
+  if (!options.base_dir.empty()) {
+    std::error_code mk;
+    if (fs::create_directories(base, mk)) chmod(base.c_str(), 0755);  // the server's user must reach into it
+  }
   int swept = SweepStale(base);
   if (swept) spdlog::info("removed {} stale embedded PostgreSQL cluster(s) from {}", swept, base);
 

@@ -25,9 +25,9 @@ std::string Trim(std::string s) {
 // Connection failures carry no SQLSTATE through libpq, only the server's or libpq's message.
 absl::Status ConnectError(std::string_view message, const Connection& where) {
   std::string msg = Trim(std::string(message));
-  std::string context = absl::StrCat("connecting to PostgreSQL at ", where.is_socket() ? "socket " : "", where.host,
-                                     ":", where.port, " as ", where.user.empty() ? "(default user)" : where.user,
-                                     ", database ", where.dbname);
+  std::string context =
+      absl::StrCat("connecting to PostgreSQL at ", where.is_socket() ? "socket " : "", where.host, ":", where.port,
+                   " as ", where.user.empty() ? "(default user)" : where.user, ", database ", where.dbname);
   std::string full = absl::StrCat(context, ": ", msg);
   auto has = [&](std::string_view s) { return absl::StrContains(msg, ToAbsl(s)); };
   if (has("password authentication failed") || has("no pg_hba.conf entry") || has("authentication failed") ||
@@ -63,9 +63,9 @@ absl::Status SqlError(std::string_view sqlstate, std::string_view message, std::
 }
 
 absl::StatusOr<std::unique_ptr<SqlSession>> SqlSession::Open(const Connection& where,
-                                                            std::string_view application_name) {
-  std::string conninfo = absl::StrCat(where.Conninfo(), " connect_timeout=10 application_name=",
-                                      QuoteConninfo(application_name));
+                                                             std::string_view application_name) {
+  std::string conninfo =
+      absl::StrCat(where.Conninfo(), " connect_timeout=10 application_name=", QuoteConninfo(application_name));
   if (!where.is_socket()) {
     // A machine that vanishes mid-run is noticed in about a minute rather than TCP's two hours.
     absl::StrAppend(&conninfo, " keepalives=1 keepalives_idle=20 keepalives_interval=5 keepalives_count=4");
@@ -142,8 +142,8 @@ absl::Status CheckLocalServerProcess(const Connection& where) {
   std::ifstream in(lock);
   pid_t pid = 0;
   if (!(in >> pid) || pid <= 0) {
-    return absl::UnavailableError(absl::StrCat("PostgreSQL at ", where.host, ":", where.port,
-                                               " has gone (no socket lock file ", lock, ")"));
+    return absl::UnavailableError(
+        absl::StrCat("PostgreSQL at ", where.host, ":", where.port, " has gone (no socket lock file ", lock, ")"));
   }
   bool alive = kill(pid, 0) == 0 || errno == EPERM;
   if (alive) {
@@ -154,8 +154,8 @@ absl::Status CheckLocalServerProcess(const Connection& where) {
     if (paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z') alive = false;
   }
   if (!alive) {
-    return absl::UnavailableError(absl::StrCat("PostgreSQL at ", where.host, ":", where.port, " has died (postmaster pid ",
-                                               pid, " is gone)"));
+    return absl::UnavailableError(
+        absl::StrCat("PostgreSQL at ", where.host, ":", where.port, " has died (postmaster pid ", pid, " is gone)"));
   }
   return absl::OkStatus();
 }

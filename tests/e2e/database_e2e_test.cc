@@ -55,7 +55,8 @@ def test_mark(i, record_property):
 // `top` holds top-level keys (before the first table).
 std::string Config(const std::string& database_extra, const std::string& stages, const std::string& top = "") {
   return absl::StrCat(R"(command = ["/usr/bin/python3", "-m", "pytest"]
-)", top, R"(
+)",
+                      top, R"(
 [database]
 setup = [["/usr/bin/python3", "setup_db.py"]]
 template_inputs = ["setup_db.py"]
@@ -150,8 +151,8 @@ TEST_F(DatabaseE2eTest, KilledRunsServerDiesAndItsClusterIsRemovedOnTheNextStart
 
 TEST_F(DatabaseE2eTest, UnreachableServerFailsTheRunWithAClearErrorAndNoPasses) {
   project_.Write("testshard.toml",
-                 Config(absl::StrCat("mode = \"server\"\nurl = \"postgresql://postgres@/postgres?host=",
-                                     project_.dir(), "/nosocket&port=5432\"\n"),
+                 Config(absl::StrCat("mode = \"server\"\nurl = \"postgresql://postgres@/postgres?host=", project_.dir(),
+                                     "/nosocket&port=5432\"\n"),
                         "[[stages]]\nname = \"db\"\nmarkers = \"db\"\n"));
   Project::Result r = project_.Testshard({"run", "--agents", "2", "--junit-out", "report.xml"});
   EXPECT_NE(r.process.exit_code, 0) << r.output;
