@@ -17,7 +17,9 @@ using pg::QuoteLiteral;
 PostgresProvisioner::PostgresProvisioner(PostgresProvisionerOptions options, ProcessRunner* runner)
     : options_(std::move(options)),
       instance_(NewInstanceId()),
-      builder_(options_.admin, options_.recipe, options_.project, runner) {}
+      builder_(options_.admin, options_.recipe, options_.project, runner, [this](std::string_view use) {
+        return MakeDatabaseName({instance_, options_.run_id, options_.agent_id, std::string(use)});
+      }) {}
 
 PostgresProvisioner::~PostgresProvisioner() {
   if (pool_) pool_->Shutdown();

@@ -124,13 +124,15 @@ absl::StatusOr<TemplateInfo> ReadTemplate(pg::SqlSession& s, const std::string& 
   return *info;
 }
 
-absl::StatusOr<std::pair<double, double>> CalibrateStrategies(pg::SqlSession& s, const std::string& tpl, int rounds) {
+absl::StatusOr<std::pair<double, double>> CalibrateStrategies(
+    pg::SqlSession& s, const std::string& tpl, int rounds,
+    const std::function<std::string(std::string_view use)>& scratch_name) {
   std::vector<double> times[2];
   for (int r = 0; r < rounds; ++r) {
     // Alternate which goes first, so a drift in background load does not favour one.
     for (int k = 0; k < 2; ++k) {
       CloneStrategy strategy = ((r + k) % 2 == 0) ? CloneStrategy::kFileCopy : CloneStrategy::kWalLog;
-      std::string db = absl::StrCat(tpl, "__cal", r, k);
+      std::string db = scratch_name(absl::StrCat("cal", r, k));
       TS_RETURN_IF_ERROR(s.Exec(absl::StrCat("DROP DATABASE IF EXISTS ", QuoteIdent(db))));
       absl::Time t0 = absl::Now();
       TS_RETURN_IF_ERROR(s.Exec(absl::StrCat("CREATE DATABASE ", QuoteIdent(db), " TEMPLATE ", QuoteIdent(tpl),
@@ -143,8 +145,12 @@ absl::StatusOr<std::pair<double, double>> CalibrateStrategies(pg::SqlSession& s,
 }
 
 TemplateBuilder::TemplateBuilder(pg::Connection admin, TemplateRecipe recipe, std::string project,
-                                 ProcessRunner* runner)
-    : admin_(std::move(admin)), recipe_(std::move(recipe)), project_(std::move(project)), runner_(runner) {}
+                                 ProcessRunner* runner, std::function<std::string(std::string_view)> scratch_name)
+    : admin_(std::move(admin)),
+      recipe_(std::move(recipe)),
+      project_(std::move(project)),
+      runner_(runner),
+      scratch_name_(std::move(scratch_name)) {}
 
 absl::StatusOr<std::string> TemplateBuilder::Name(pg::SqlSession& s, std::vector<std::string>* unmatched) {
   StableHasher h;
@@ -283,7 +289,7 @@ absl::StatusOr<TemplateInfo> TemplateBuilder::Build(pg::SqlSession& s, const std
   TS_ASSIGN_OR_RETURN(info.built_ms, ServerNowMs(s));
   // Which CREATE DATABASE strategy is faster depends on the storage, the durability settings and the template's
   // size (reference/postgres-isolation.md 6.2), so it is measured here, on this template, once.
-  auto cal = CalibrateStrategies(s, name, 3);
+  auto cal = CalibrateStrategies(s, name, 3, scratch_name_);
   if (cal.ok()) {
     info.file_copy_ms = cal->first;
     info.wal_log_ms = cal->second;

@@ -11,6 +11,7 @@
 #ifndef TESTSHARD_AGENT_TEMPLATE_BUILDER_H_
 #define TESTSHARD_AGENT_TEMPLATE_BUILDER_H_
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -63,7 +64,10 @@ std::string TemplateUseLockKey(std::string_view template_name);
 // Not thread-safe; each call opens what sessions it needs.
 class TemplateBuilder {
  public:
-  TemplateBuilder(pg::Connection admin, TemplateRecipe recipe, std::string project, ProcessRunner* runner);
+  // `scratch_name` names the short-lived databases a build makes (strategy calibration clones), so they carry the
+  // agent's identity and the janitor drops them if the builder dies mid-way.
+  TemplateBuilder(pg::Connection admin, TemplateRecipe recipe, std::string project, ProcessRunner* runner,
+                  std::function<std::string(std::string_view use)> scratch_name);
 
   // tpl_<16 hex>: a hash over the recipe (commands, env templates, project env, role, the input files' paths and
   // bytes) and the server (version, template0's encoding and locale). Reads the server over `session`.
@@ -86,16 +90,18 @@ class TemplateBuilder {
   TemplateRecipe recipe_;
   std::string project_;
   ProcessRunner* runner_;
+  std::function<std::string(std::string_view)> scratch_name_;
   std::string hash_;  // of the last Name()
 };
 
 // Reads a template's record; NotFound when there is no sealed template of that name.
 absl::StatusOr<TemplateInfo> ReadTemplate(pg::SqlSession& session, const std::string& name);
 
-// Times CREATE DATABASE with each strategy from `template_name` (`rounds` clones each, alternating, dropped
-// afterwards) and returns the medians in ms: {file_copy, wal_log}.
-absl::StatusOr<std::pair<double, double>> CalibrateStrategies(pg::SqlSession& session, const std::string& template_name,
-                                                              int rounds);
+// Times CREATE DATABASE with each strategy from `template_name` (`rounds` clones each, alternating, named by
+// `scratch_name`, dropped afterwards) and returns the medians in ms: {file_copy, wal_log}.
+absl::StatusOr<std::pair<double, double>> CalibrateStrategies(
+    pg::SqlSession& session, const std::string& template_name, int rounds,
+    const std::function<std::string(std::string_view use)>& scratch_name);
 
 }  // namespace testshard::agent
 
