@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/postgres_provisioner.h"
 #include "common/status.h"
 #include "common/wire.h"
 #include "spdlog/spdlog.h"
@@ -48,10 +49,8 @@ Agent::Agent(AgentOptions options, ProcessRunner* runner)
 }
 
 Agent::~Agent() {
-  if (database_ && provisioner_) {
-    absl::Status s = provisioner_->Release(*database_);
-    if (!s.ok()) spdlog::warn("{}", ToStd(s.message()));
-  }
+  databases_.reset();    // gives every database back
+  provisioner_.reset();  // drops them and ends the agent's presence on the server
 }
 
 std::unique_ptr<grpc::ClientContext> Agent::Context(absl::Duration timeout) const {
@@ -110,45 +109,100 @@ absl::Status Agent::PrepareDatabase() {
   } else if (!db.server_url().empty()) {
     TS_ASSIGN_OR_RETURN(admin, pg::ParseConnection(db.server_url()));
   } else if (options_.start_embedded_server) {
-    TS_ASSIGN_OR_RETURN(admin, options_.start_embedded_server());
+    pg::EmbeddedOptions eo;
+    // Relative paths are the checkout's.
+    auto in_root = [&](const std::string& p) {
+      return p.empty() ? p : (fs::path(options_.root) / p).lexically_normal().string();
+    };
+    eo.bin_dir = in_root(db.embedded().bin_dir());
+    eo.base_dir = in_root(db.embedded().data_dir());
+    eo.tcp = db.embedded().tcp();
+    if (db.embedded().max_connections() > 0) eo.max_connections = db.embedded().max_connections();
+    TS_ASSIGN_OR_RETURN(admin, options_.start_embedded_server(eo));
   } else {
     return absl::FailedPreconditionError("the run needs a database and this agent was given no server");
   }
-  TemplateRecipe recipe;
+  PostgresProvisionerOptions po;
+  po.admin = admin;
+  TemplateRecipe& recipe = po.recipe;
   for (const v1::Command& c : db.setup()) recipe.setup.emplace_back(c.argv().begin(), c.argv().end());
   recipe.env_templates.insert(db.env().begin(), db.env().end());
   recipe.env.insert(spec_.env().begin(), spec_.env().end());
-  recipe.workdir = (fs::path(options_.root) / spec_.workdir()).lexically_normal().string();
+  recipe.workdir = Workdir();
   recipe.inputs.assign(db.template_inputs().begin(), db.template_inputs().end());
   recipe.role = db.role();
   recipe.log_dir = options_.work_dir;
-  auto provisioner = std::make_unique<PostgresProvisioner>(admin, std::move(recipe), runner_);
-  TS_RETURN_IF_ERROR(provisioner->Prepare());
-  // Names carry the run and the agent, so a janitor can tell whose a database is.
-  std::string name = absl::StrCat("ts_", run_id_.substr(0, 12), "_", agent_id_);
-  for (char& c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  if (db.setup_timeout_ms() > 0) recipe.setup_timeout = absl::Milliseconds(db.setup_timeout_ms());
+  po.project = db.project();
+  po.run_id = run_id_;
+  po.agent_id = agent_id_;
+  // Clones kept ready only help stages that want fresh databases; the agent's own is made once.
+  bool fresh = db.reset() == "stage" || db.reset() == "shard";
+  for (const auto& [stage, reset] : db.stage_reset()) fresh |= reset != "agent";
+  po.pool_size = fresh ? db.pool_size() : 0;
+  if (db.keep_templates() > 0) po.keep_templates = db.keep_templates();
+  if (db.clone_strategy() == "file_copy") po.strategy = CloneStrategy::kFileCopy;
+  if (db.clone_strategy() == "wal_log") po.strategy = CloneStrategy::kWalLog;
+  po.settings.insert(db.settings().begin(), db.settings().end());
+  po.grants.insert(db.grants().begin(), db.grants().end());
+  auto provisioner = std::make_unique<PostgresProvisioner>(std::move(po), runner_);
+  TS_ASSIGN_OR_RETURN(PrepareReport report, provisioner->Prepare());
+  spdlog::info("{}: template {} {} ({} clones)", options_.name, report.template_name,
+               report.built ? absl::StrCat("built in ", absl::FormatDuration(absl::Trunc(report.build_time,
+                                                                                         absl::Milliseconds(1))))
+                            : std::string("found ready"),
+               report.strategy);
+  for (const std::string& w : report.warnings) {
+    spdlog::warn("{}: database: {}", options_.name, w);
+    warnings_.push_back("database: " + w);
   }
-  TS_ASSIGN_OR_RETURN(Database database, provisioner->Acquire(name));
-  database_ = std::move(database);
   provisioner_ = std::move(provisioner);
+  databases_ = std::make_unique<DatabaseScopes>(provisioner_.get());
+  // The agent's own database: discovery and the warm worker use it, and every stage that does not reset.
+  TS_ASSIGN_OR_RETURN(database_, databases_->ForLease("agent", "", ResetPolicy::kAgent));
   spdlog::info("{}: database {} ready", options_.name, database_->name);
   return absl::OkStatus();
+}
+
+ResetPolicy Agent::ResetFor(const v1::Lease& lease) const {
+  // Collection reads no rows worth isolating: it uses the agent's database whatever the stage says.
+  if (lease.kind() == v1::Lease::DISCOVER) return ResetPolicy::kAgent;
+  const v1::DatabaseSpec& db = spec_.database();
+  auto it = db.stage_reset().find(lease.stage());
+  auto policy = ParseResetPolicy(it != db.stage_reset().end() ? it->second : db.reset());
+  return policy.ok() ? *policy : ResetPolicy::kAgent;
+}
+
+absl::Status Agent::AcquireForLease(const v1::Lease& lease) {
+  if (!databases_) return absl::OkStatus();
+  ResetPolicy reset = ResetFor(lease);
+  TS_ASSIGN_OR_RETURN(Database db, databases_->ForLease(lease.lease_id(), lease.stage(), reset));
+  if (reset != ResetPolicy::kAgent) lease_databases_[lease.lease_id()] = std::move(db);
+  return absl::OkStatus();
+}
+
+void Agent::ReleaseForLease(const std::string& lease_id) {
+  if (lease_databases_.erase(lease_id) && databases_) databases_->Done(lease_id);
 }
 
 std::string Agent::Workdir() const { return (fs::path(options_.root) / spec_.workdir()).lexically_normal().string(); }
 
 std::map<std::string, std::string> Agent::ChildEnv(const v1::Lease* lease) const {
   std::map<std::string, std::string> env(spec_.env().begin(), spec_.env().end());
-  if (database_) {
-    auto db_env = RenderEnv({spec_.database().env().begin(), spec_.database().env().end()}, database_->test);
+  const Database* database = database_ ? &*database_ : nullptr;
+  if (lease) {
+    auto own = lease_databases_.find(lease->lease_id());
+    if (own != lease_databases_.end()) database = &own->second;
+  }
+  if (database) {
+    auto db_env = RenderEnv({spec_.database().env().begin(), spec_.database().env().end()}, database->test);
     // Templates were validated when the config was read; a failure here would be a bug, so it cannot be silent.
     if (db_env.ok()) {
       for (auto& [k, v] : *db_env) env[k] = v;
     } else {
       spdlog::error("{}: {}", options_.name, ToStd(db_env.status().message()));
     }
-    env["TESTSHARD_DATABASE"] = database_->name;
+    env["TESTSHARD_DATABASE"] = database->name;
   }
   env["TESTSHARD_AGENT"] = options_.name;
   if (lease) {
@@ -246,6 +300,12 @@ absl::Status Agent::Run() {
         }
       } else {
         const v1::Lease& lease = resp.lease();
+        // A database that cannot be had (the server died, the disk is full) fails the lease as an infrastructure
+        // error, and the agent takes no more work.
+        if (database_error_.ok()) {
+          database_error_ = AcquireForLease(lease);
+          if (!database_error_.ok()) spdlog::error("{}: {}", options_.name, ToStd(database_error_.message()));
+        }
         if (!database_error_.ok()) {
           Drain();
           v1::CompleteLeaseRequest req;
@@ -257,13 +317,16 @@ absl::Status Agent::Run() {
           result = database_error_;
           break;
         }
-        if (lease.kind() == v1::Lease::RUN && UseWorker() && EnsureWorker().ok()) {
+        // A lease with a database of its own runs in a process of its own: the warm worker keeps the agent's.
+        bool own_database = lease_databases_.count(lease.lease_id()) > 0;
+        if (lease.kind() == v1::Lease::RUN && !own_database && UseWorker() && EnsureWorker().ok()) {
           StartWarm(lease);
         } else {
           Drain();
           absl::Status r = lease.kind() == v1::Lease::DISCOVER && UseWorker() ? DiscoverWarm(lease)
                                                                               : RunOneShot(lease);
           if (!r.ok()) spdlog::warn("{}: lease {}: {}", options_.name, lease.lease_id(), ToStd(r.message()));
+          ReleaseForLease(lease.lease_id());
         }
       }
     }
@@ -654,6 +717,8 @@ absl::Status Agent::RunTests(const v1::Lease& lease) {
 
 absl::Status Agent::Complete(v1::CompleteLeaseRequest req) {
   req.set_agent_id(agent_id_);
+  for (std::string& w : warnings_) req.add_warnings(std::move(w));
+  warnings_.clear();
   v1::CompleteLeaseResponse resp;
   auto ctx = Context();
   return FromGrpc(stub_->CompleteLease(ctx.get(), req, &resp));

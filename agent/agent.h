@@ -15,8 +15,10 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/database.h"
+#include "agent/database_scopes.h"
 #include "agent/pytest_worker.h"
 #include "agent/runner_adapter.h"
+#include "common/postgres/embedded_postgres.h"
 #include "common/process.h"
 #include "grpcpp/grpcpp.h"
 #include "testshard/v1/coordinator.grpc.pb.h"
@@ -33,7 +35,7 @@ struct AgentOptions {
   // starts an embedded server of its own (done by the caller, which owns its lifetime).
   std::optional<pg::Connection> database_admin;
   // Starts a server of the agent's own when neither of the above names one; called from Run()'s thread.
-  std::function<absl::StatusOr<pg::Connection>()> start_embedded_server;
+  std::function<absl::StatusOr<pg::Connection>(const pg::EmbeddedOptions&)> start_embedded_server;
   absl::Duration connect_timeout = absl::Seconds(60);  // how long to keep retrying an unreachable coordinator
   std::shared_ptr<grpc::ChannelCredentials> credentials;  // null = plaintext
 };
@@ -69,6 +71,11 @@ class Agent {
 
   absl::Status Register();
   absl::Status PrepareDatabase();
+  ResetPolicy ResetFor(const v1::Lease& lease) const;
+  // The database a lease runs against (stages with reset = "stage" | "shard" get their own), or an error when the
+  // agent's database is broken.
+  absl::Status AcquireForLease(const v1::Lease& lease);
+  void ReleaseForLease(const std::string& lease_id);
   std::map<std::string, std::string> ChildEnv(const v1::Lease* lease) const;
   std::string Workdir() const;
   std::shared_ptr<Active> Hold(const std::string& lease_id);
@@ -110,8 +117,11 @@ class Agent {
   v1::RunSpec spec_;
   absl::Duration heartbeat_interval_ = absl::Seconds(1);
   std::unique_ptr<DatabaseProvisioner> provisioner_;
-  std::optional<Database> database_;
+  std::unique_ptr<DatabaseScopes> databases_;       // destroyed before provisioner_
+  std::optional<Database> database_;                // the agent's own (the warm worker's)
+  std::map<std::string, Database> lease_databases_;  // leases whose stage resets: their own, one-shot
   absl::Status database_error_;
+  std::vector<std::string> warnings_;               // sent with the next completed lease
 
   // Control-thread state for the warm worker.
   std::unique_ptr<PytestWorker> worker_;

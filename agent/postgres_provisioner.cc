@@ -1,224 +1,200 @@
-#include <fnmatch.h>
-
-#include <algorithm>
-#include <chrono>
-#include <filesystem>
-#include <fstream>
-#include <pqxx/pqxx>
-#include <sstream>
-#include <thread>
+#include "agent/postgres_provisioner.h"
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "agent/database.h"
-#include "common/hash.h"
+#include "agent/janitor.h"
+#include "agent/rls_check.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
 
 namespace testshard::agent {
 namespace {
 
-namespace fs = std::filesystem;
 using pg::QuoteIdent;
-
-// Bump when the way templates are built changes, so old templates are not reused.
-constexpr char kRecipeVersion[] = "testshard-template-1";
-
-// Runs `fn` with a fresh admin connection, turning libpqxx exceptions into a Status.
-template <typename Fn>
-absl::Status WithAdmin(const pg::Connection& admin, std::string_view what, Fn fn) {
-  try {
-    pqxx::connection c(admin.Conninfo());
-    fn(c);
-    return absl::OkStatus();
-  } catch (const pqxx::broken_connection& e) {
-    return absl::UnavailableError(absl::StrCat(ToAbsl(what), ": cannot reach PostgreSQL: ", e.what()));
-  } catch (const pqxx::insufficient_privilege& e) {
-    return absl::PermissionDeniedError(absl::StrCat(ToAbsl(what), ": ", e.what()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(ToAbsl(what), ": ", e.what()));
-  }
-}
-
-// Files under workdir matching any glob ("*" matches across directories), sorted, so the hash is stable.
-std::vector<std::string> MatchInputs(const std::string& workdir, const std::vector<std::string>& globs) {
-  std::vector<std::string> out;
-  if (globs.empty()) return out;
-  std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(workdir, fs::directory_options::skip_permission_denied, ec);
-       it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (ec) break;
-    std::string name = it->path().filename().string();
-    if (it->is_directory() && (name == "__pycache__" || name == ".git" || name == ".testshard")) {
-      it.disable_recursion_pending();
-      continue;
-    }
-    if (!it->is_regular_file()) continue;
-    std::string rel = fs::relative(it->path(), workdir).string();
-    for (const std::string& g : globs) {
-      if (fnmatch(g.c_str(), rel.c_str(), 0) == 0) {
-        out.push_back(rel);
-        break;
-      }
-    }
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-bool IsBeingAccessed(const pqxx::sql_error& e) { return e.sqlstate() == "55006"; }  // object_in_use
+using pg::QuoteLiteral;
 
 }  // namespace
 
-absl::StatusOr<std::map<std::string, std::string>> RenderEnv(const std::map<std::string, std::string>& templates,
-                                                             const pg::Connection& c) {
-  std::map<std::string, std::string> env;
-  for (const auto& [name, tmpl] : templates) {
-    auto v = pg::RenderTemplate(tmpl, c);
-    if (!v.ok()) return Annotate(v.status(), absl::StrCat("database.env.", name));
-    env[name] = *v;
+PostgresProvisioner::PostgresProvisioner(PostgresProvisionerOptions options, ProcessRunner* runner)
+    : options_(std::move(options)),
+      instance_(NewInstanceId()),
+      builder_(options_.admin, options_.recipe, options_.project, runner, [this](std::string_view use) {
+        return MakeDatabaseName({instance_, options_.run_id, options_.agent_id, std::string(use)});
+      }) {}
+
+PostgresProvisioner::~PostgresProvisioner() {
+  if (pool_) pool_->Shutdown();
+  absl::MutexLock l(&mu_);
+  presence_.reset();  // ends the presence: from now on a janitor may drop whatever is left
+}
+
+absl::Status PostgresProvisioner::EnsureRoles(pg::SqlSession& s) {
+  const std::string& role = options_.recipe.role;
+  if (role.empty()) return absl::OkStatus();
+  TS_ASSIGN_OR_RETURN(std::vector<pg::Row> found,
+                      s.Query(absl::StrCat("SELECT 1 FROM pg_roles WHERE rolname = ", QuoteLiteral(role))));
+  if (!found.empty()) return absl::OkStatus();
+  // Roles are cluster-wide, so they cannot come with the template. The tests' role must not bypass RLS.
+  absl::Status st =
+      s.Exec(absl::StrCat("CREATE ROLE ", QuoteIdent(role), " LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"));
+  if (st.ok()) return st;
+  // Agents starting together race here, and the loser may see a unique violation in pg_authid rather than
+  // "already exists": whatever the error, a role that now exists is what was wanted.
+  auto now = s.Query(absl::StrCat("SELECT 1 FROM pg_roles WHERE rolname = ", QuoteLiteral(role)));
+  if (now.ok() && !now->empty()) return absl::OkStatus();
+  if (st.code() == absl::StatusCode::kPermissionDenied) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the tests' role \"", role, "\" does not exist, and ", s.where().user,
+                     " may not create roles; create it once: CREATE ROLE ", QuoteIdent(role), " LOGIN"));
   }
-  return env;
+  return st;
 }
 
-PostgresProvisioner::PostgresProvisioner(pg::Connection admin, TemplateRecipe recipe, ProcessRunner* runner)
-    : admin_(std::move(admin)), recipe_(std::move(recipe)), runner_(runner) {}
+absl::StatusOr<PrepareReport> PostgresProvisioner::Prepare() {
+  if (pool_) return absl::FailedPreconditionError("Prepare called twice");
+  PrepareReport report;
+  // Presence first: no database of ours exists before a janitor can tell we are alive.
+  TS_ASSIGN_OR_RETURN(auto presence, pg::SqlSession::Open(options_.admin, PresenceApplicationName(instance_)));
+  TS_RETURN_IF_ERROR(ClaimPresence(*presence, instance_));
 
-absl::StatusOr<std::string> PostgresProvisioner::TemplateName() {
-  StableHasher h;
-  h.Add(kRecipeVersion).Add(recipe_.role);
-  for (const auto& argv : recipe_.setup) h.Add(absl::StrJoin(argv, std::string(1, '\0')));
-  for (const auto& [k, v] : recipe_.env_templates) h.Add(k).Add(v);
-  for (const std::string& rel : MatchInputs(recipe_.workdir, recipe_.inputs)) {
-    std::ifstream in(fs::path(recipe_.workdir) / rel, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    h.Add(rel).Add(ss.str());
+  TS_ASSIGN_OR_RETURN(std::vector<pg::Row> me,
+                      presence->Query("SELECT rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user"));
+  if (me.empty() || (me[0][0] != "t" && me[0][1] != "t")) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "the role ", options_.admin.user, " may not create databases, and testshard clones one per agent: ",
+        "ALTER ROLE ", QuoteIdent(options_.admin.user), " CREATEDB (superuser is not needed)"));
   }
-  std::string server;
-  TS_RETURN_IF_ERROR(WithAdmin(admin_, "reading the server version", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
-    pqxx::row r = tx.exec1(
-        "SELECT current_setting('server_version_num'), d.encoding::text, d.datcollate, d.datctype "
-        "FROM pg_database d WHERE d.datname = 'template0'");
-    for (const auto& f : r) server += std::string(f.c_str()) + "/";
-  }));
-  h.Add(server);
-  return "tpl_" + h.Hex().substr(0, 16);
+  TS_RETURN_IF_ERROR(EnsureRoles(*presence));
+
+  std::vector<std::string> unmatched;
+  TS_ASSIGN_OR_RETURN(template_, builder_.Name(*presence, &unmatched));
+  if (options_.recipe.inputs.empty() && !options_.recipe.setup.empty()) {
+    report.warnings.push_back(
+        "database.template_inputs is empty: the template is rebuilt only when the set-up commands themselves change, "
+        "so an edited migration would reuse a stale template on a shared server; list the migration and seed files");
+  }
+  for (const std::string& g : unmatched) {
+    report.warnings.push_back(absl::StrCat("database.template_inputs: \"", g, "\" matches no file under ",
+                                           options_.recipe.workdir,
+                                           ", so editing such a file would not rebuild the template"));
+  }
+  // Held (shared) for our whole life, so garbage collection elsewhere never drops the template we clone from.
+  TS_RETURN_IF_ERROR(
+      presence->Exec(absl::StrCat("SELECT pg_advisory_lock_shared(", TemplateUseLockKey(template_), ")")));
+  absl::Time t0 = absl::Now();
+  TS_ASSIGN_OR_RETURN(TemplateInfo info, builder_.Ensure(template_, &report.built));
+  report.template_name = template_;
+  if (report.built) report.build_time = absl::Now() - t0;
+
+  TS_ASSIGN_OR_RETURN(CloneFixups fixups, ReadTemplateFixups(*presence, template_));
+  if (!options_.recipe.role.empty()) fixups.grants.emplace_back(options_.recipe.role, "CONNECT, TEMPORARY");
+  for (const auto& [role, privileges] : options_.grants) fixups.grants.emplace_back(role, privileges);
+  for (const auto& [name, value] : options_.settings) fixups.settings.emplace_back(name, value);
+
+  ClonePoolOptions po;
+  po.admin = options_.admin;
+  po.template_name = template_;
+  po.name = [this](int64_t seq) {
+    return MakeDatabaseName({instance_, options_.run_id, options_.agent_id, absl::StrCat("p", seq)});
+  };
+  po.fixups = std::move(fixups);
+  po.target = options_.pool_size;
+  po.forced = options_.strategy;
+  po.file_copy_ms = info.file_copy_ms;
+  po.wal_log_ms = info.wal_log_ms;
+  po.maintenance = [this](pg::SqlSession& s) { Maintain(s); };
+  po.maintenance_interval = options_.janitor_interval;
+  pool_ = std::make_unique<ClonePool>(std::move(po));
+
+  // The first clone, made now: it proves the grants and settings apply, and it is where the tests' role is checked.
+  TS_ASSIGN_OR_RETURN(std::string first, pool_->CloneNow(*presence));
+  pg::Connection as_tests = options_.recipe.role.empty() ? options_.admin.WithDb(first)
+                                                         : options_.admin.WithUser(options_.recipe.role).WithDb(first);
+  {
+    auto check = pg::SqlSession::Open(as_tests, "testshard rls check");
+    if (!check.ok()) {
+      pool_->Drop(first);
+      return Annotate(check.status(), "the tests' role cannot use a clone of the template");
+    }
+    TS_ASSIGN_OR_RETURN(std::vector<std::string> rls, CheckRowLevelSecurity(**check));
+    report.warnings.insert(report.warnings.end(), rls.begin(), rls.end());
+    int pid = (*check)->backend_pid();
+    check->reset();
+    // A backend leaves a moment after its client; a rename at hand-out would wait for it.
+    for (int i = 0; i < 200; ++i) {
+      auto left = presence->Query(absl::StrCat("SELECT 1 FROM pg_stat_activity WHERE pid = ", pid));
+      if (!left.ok() || left->empty()) break;
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+  }
+  pool_->Adopt(std::move(first));
+  report.strategy = std::string(CloneStrategyName(pool_->stats().strategy));
+  {
+    absl::MutexLock l(&mu_);
+    presence_ = std::move(presence);
+  }
+  pool_->Start();
+  return report;
 }
 
-absl::Status PostgresProvisioner::Prepare() {
-  if (!template_.empty()) return absl::OkStatus();
-  TS_ASSIGN_OR_RETURN(std::string tpl, TemplateName());
-  TS_RETURN_IF_ERROR(BuildTemplate(tpl));
-  template_ = tpl;
-  return absl::OkStatus();
+void PostgresProvisioner::Maintain(pg::SqlSession& s) {
+  auto swept = SweepDeadAgents(s, instance_);
+  if (!swept.ok()) {
+    spdlog::warn("janitor: {}", ToStd(swept.status().message()));
+  } else if (swept->dropped) {
+    spdlog::info("janitor: dropped {} database(s) left by dead agents", swept->dropped);
+  }
+  auto gc = builder_.CollectGarbage(s, options_.keep_templates, template_);
+  if (!gc.ok()) spdlog::warn("template clean-up: {}", ToStd(gc.status().message()));
 }
 
-absl::Status PostgresProvisioner::BuildTemplate(const std::string& tpl) {
-  std::string build = tpl + "__build";
-  absl::Status result;
-  // The advisory lock is held by this session for the whole build; agents racing for the same template wait here
-  // and then find it built.
-  absl::Status s = WithAdmin(admin_, "building the template database", [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
-    tx.exec("SELECT pg_advisory_lock(hashtextextended(" + tx.quote("testshard:" + tpl) + ", 0))");
-    if (!recipe_.role.empty()) {
-      // Roles are cluster-wide, so they cannot come with the template. The tests' role must not bypass RLS.
-      tx.exec0(absl::StrCat("DO $$BEGIN CREATE ROLE ", QuoteIdent(recipe_.role),
-                            " LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; "
-                            "EXCEPTION WHEN duplicate_object THEN NULL; END$$"));
-    }
-    pqxx::result done = tx.exec("SELECT 1 FROM pg_database WHERE datname = " + tx.quote(tpl) + " AND datistemplate");
-    if (!done.empty()) {
-      tx.exec("SELECT pg_advisory_unlock_all()");
-      return;
-    }
-    // A partial build left by a crashed agent.
-    tx.exec0("DROP DATABASE IF EXISTS " + QuoteIdent(build) + " WITH (FORCE)");
-    tx.exec0("CREATE DATABASE " + QuoteIdent(build) + " TEMPLATE template0");
-    if (!recipe_.role.empty()) {
-      tx.exec0("GRANT CONNECT, TEMPORARY ON DATABASE " + QuoteIdent(build) + " TO " + QuoteIdent(recipe_.role));
-    }
-    absl::Time began = absl::Now();
-    auto env = RenderEnv(recipe_.env_templates, admin_.WithDb(build));
-    if (!env.ok()) {
-      result = env.status();
-    } else {
-      for (size_t i = 0; i < recipe_.setup.size() && result.ok(); ++i) {
-        ProcessSpec spec;
-        spec.argv = recipe_.setup[i];
-        spec.cwd = recipe_.workdir;
-        spec.env = recipe_.env;
-        for (const auto& [k, v] : *env) spec.env[k] = v;
-        spec.stdout_path = spec.stderr_path = absl::StrCat(recipe_.log_dir, "/setup-", i, ".log");
-        spec.timeout = absl::Minutes(30);
-        auto r = runner_->Run(spec, nullptr);
-        std::string cmd = absl::StrJoin(spec.argv, " ");
-        if (!r.ok()) {
-          result = Annotate(r.status(), "database set-up command `" + cmd + "`");
-        } else if (!r->ok()) {
-          result = absl::FailedPreconditionError(absl::StrCat("database set-up command `", cmd, "` failed (",
-                                                              r->Describe(), "); its output ends:\n",
-                                                              ReadTail(spec.stdout_path, 8192)));
-        }
-      }
-    }
-    if (!result.ok()) {
-      // Kept for a post-mortem under its __build name; the next build drops it.
-      tx.exec("SELECT pg_advisory_unlock_all()");
-      return;
-    }
-    tx.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = " + tx.quote(build) +
-             " AND pid <> pg_backend_pid()");
-    tx.exec0("ALTER DATABASE " + QuoteIdent(build) + " RENAME TO " + QuoteIdent(tpl));
-    // Sealed: no session can connect to it, so no stray session can make a clone fail.
-    tx.exec0("ALTER DATABASE " + QuoteIdent(tpl) + " WITH IS_TEMPLATE true ALLOW_CONNECTIONS false");
-    tx.exec("SELECT pg_advisory_unlock_all()");
-    spdlog::info("built template database {} in {}", tpl, absl::FormatDuration(absl::Now() - began));
-  });
-  TS_RETURN_IF_ERROR(s);
-  return result;
-}
-
-absl::StatusOr<Database> PostgresProvisioner::Acquire(std::string_view name) {
-  if (template_.empty()) return absl::FailedPreconditionError("Acquire before Prepare");
+absl::StatusOr<Database> PostgresProvisioner::Acquire(std::string_view use) {
+  absl::MutexLock l(&mu_);
+  if (!presence_ || !pool_) return absl::FailedPreconditionError("Acquire before Prepare");
+  std::optional<std::string> name = pool_->TryTake();
+  if (name) {
+    ++handouts_.from_pool;
+  } else {
+    auto made = pool_->CloneNow(*presence_);
+    if (!made.ok()) return made.status();
+    name = std::move(*made);
+    ++handouts_.cloned;
+  }
+  // The name says whose it is and what for; a rename is a catalog update, well under a millisecond.
+  std::string final_name = MakeDatabaseName({instance_, options_.run_id, options_.agent_id, std::string(use)});
+  absl::Status st =
+      presence_->Exec(absl::StrCat("ALTER DATABASE ", QuoteIdent(*name), " RENAME TO ", QuoteIdent(final_name)));
+  if (st.code() == absl::StatusCode::kAlreadyExists) {
+    final_name =
+        MakeDatabaseName({instance_, options_.run_id, options_.agent_id, absl::StrCat(ToAbsl(use), "r", ++seq_)});
+    st = presence_->Exec(absl::StrCat("ALTER DATABASE ", QuoteIdent(*name), " RENAME TO ", QuoteIdent(final_name)));
+  }
+  if (!st.ok()) {
+    pool_->Drop(*name);
+    return Annotate(st, "handing out a database");
+  }
   Database db;
-  db.name = std::string(name);
-  db.test = recipe_.role.empty() ? admin_.WithDb(name) : admin_.WithUser(recipe_.role).WithDb(name);
-  absl::Duration backoff = absl::Milliseconds(50);
-  for (int attempt = 0;; ++attempt) {
-    bool in_use = false;
-    absl::Status s = WithAdmin(admin_, absl::StrCat("creating database ", ToAbsl(name)), [&](pqxx::connection& c) {
-      pqxx::nontransaction tx(c);
-      try {
-        tx.exec0("DROP DATABASE IF EXISTS " + QuoteIdent(name) + " WITH (FORCE)");
-        tx.exec0("CREATE DATABASE " + QuoteIdent(name) + " TEMPLATE " + QuoteIdent(template_));
-      } catch (const pqxx::sql_error& e) {
-        if (!IsBeingAccessed(e)) throw;
-        in_use = true;
-        return;
-      }
-      // Database-level grants are not copied by a clone.
-      if (!recipe_.role.empty()) {
-        tx.exec0("GRANT CONNECT, TEMPORARY ON DATABASE " + QuoteIdent(name) + " TO " + QuoteIdent(recipe_.role));
-      }
-    });
-    TS_RETURN_IF_ERROR(s);
-    if (!in_use) return db;
-    if (attempt >= 8) {
-      return absl::UnavailableError(absl::StrCat("template ", template_, " stays in use; cannot clone it"));
-    }
-    std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
-    backoff = std::min(backoff * 2, absl::Seconds(3));
-  }
+  db.name = final_name;
+  db.test = options_.recipe.role.empty() ? options_.admin.WithDb(final_name)
+                                         : options_.admin.WithUser(options_.recipe.role).WithDb(final_name);
+  return db;
 }
 
-absl::Status PostgresProvisioner::Release(const Database& db) {
-  return WithAdmin(admin_, absl::StrCat("dropping database ", db.name), [&](pqxx::connection& c) {
-    pqxx::nontransaction tx(c);
-    tx.exec0("DROP DATABASE IF EXISTS " + QuoteIdent(db.name) + " WITH (FORCE)");
-  });
+void PostgresProvisioner::Release(const Database& db) {
+  if (pool_) pool_->Drop(db.name);
+}
+
+absl::Status PostgresProvisioner::CheckHealth() {
+  absl::MutexLock l(&mu_);
+  if (!presence_) return absl::FailedPreconditionError("the database provisioner was not prepared");
+  TS_RETURN_IF_ERROR(Annotate(pg::CheckLocalServerProcess(options_.admin), "the database server"));
+  return Annotate(presence_->Ping(), "the database server");
+}
+
+ClonePool::Stats PostgresProvisioner::pool_stats() const { return pool_ ? pool_->stats() : ClonePool::Stats{}; }
+
+PostgresProvisioner::HandoutStats PostgresProvisioner::handout_stats() const {
+  absl::MutexLock l(&mu_);
+  return handouts_;
 }
 
 }  // namespace testshard::agent

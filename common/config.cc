@@ -1,5 +1,6 @@
 #include "common/config.h"
 
+#include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <functional>
@@ -8,7 +9,10 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/postgres/connection.h"
 #include "common/status.h"
 #include "toml++/toml.h"
 
@@ -115,7 +119,10 @@ class Reader {
   absl::Status Database(const toml::node& n, DatabaseConfig* db) const {
     const toml::table* t = n.as_table();
     if (!t) return Error(n, "database", absl::StrCat("expected a table, got ", TypeName(n)));
-    TS_RETURN_IF_ERROR(OnlyKeys(*t, "database.", {"mode", "url", "role", "env", "setup", "template_inputs"}));
+    TS_RETURN_IF_ERROR(OnlyKeys(*t, "database.",
+                                {"mode", "url", "role", "env", "setup", "template_inputs", "setup_timeout", "reset",
+                                 "pool_size", "keep_templates", "clone_strategy", "settings", "grants", "bin_dir",
+                                 "data_dir", "tcp", "max_connections"}));
     db->mode = DatabaseConfig::Mode::kEmbedded;
     if (const toml::node* m = t->get("mode")) {
       TS_ASSIGN_OR_RETURN(std::string mode, String(*m, "database.mode"));
@@ -130,12 +137,24 @@ class Reader {
                                                        mode, "\""));
       }
     }
-    if (const toml::node* u = t->get("url")) { TS_ASSIGN_OR_RETURN(db->url, String(*u, "database.url")); }
+    if (const toml::node* u = t->get("url")) {
+      TS_ASSIGN_OR_RETURN(db->url, String(*u, "database.url"));
+      if (!db->url.empty()) {
+        absl::Status parsed = pg::ParseConnection(db->url).status();
+        if (!parsed.ok()) return Error(*u, "database.url", ToStd(parsed.message()));
+      }
+    }
     if (db->mode == DatabaseConfig::Mode::kServer && db->url.empty() && !t->get("url")) {
       return Error(n, "database.url", "mode = \"server\" needs the server's admin URL");
     }
     if (const toml::node* r = t->get("role")) { TS_ASSIGN_OR_RETURN(db->role, String(*r, "database.role")); }
-    if (const toml::node* e = t->get("env")) { TS_ASSIGN_OR_RETURN(db->env, StringMap(*e, "database.env")); }
+    if (const toml::node* e = t->get("env")) {
+      TS_ASSIGN_OR_RETURN(db->env, StringMap(*e, "database.env"));
+      for (const auto& [name, tmpl] : db->env) {
+        absl::Status valid = pg::ValidateTemplate(tmpl);
+        if (!valid.ok()) return Error(*e->as_table()->get(name), "database.env." + name, ToStd(valid.message()));
+      }
+    }
     if (const toml::node* s = t->get("setup")) {
       const toml::array* a = s->as_array();
       if (!a) return Error(*s, "database.setup", "expected an array of argv lists");
@@ -147,6 +166,69 @@ class Reader {
     if (const toml::node* g = t->get("template_inputs")) {
       TS_ASSIGN_OR_RETURN(db->template_inputs, StringList(*g, "database.template_inputs"));
     }
+    if (const toml::node* d = t->get("setup_timeout")) {
+      TS_ASSIGN_OR_RETURN(db->setup_timeout, Duration(*d, "database.setup_timeout"));
+      if (db->setup_timeout == absl::ZeroDuration()) return Error(*d, "database.setup_timeout", "must be positive");
+    }
+    if (const toml::node* r = t->get("reset")) {
+      TS_ASSIGN_OR_RETURN(db->reset, String(*r, "database.reset"));
+      TS_RETURN_IF_ERROR(Reset(*r, "database.reset", db->reset));
+    }
+    if (const toml::node* p = t->get("pool_size")) {
+      TS_ASSIGN_OR_RETURN(int64_t v, Int(*p, "database.pool_size", 0));
+      if (v > 64) return Error(*p, "database.pool_size", "at most 64 ready clones per agent");
+      db->pool_size = static_cast<int>(v);
+    }
+    if (const toml::node* k = t->get("keep_templates")) {
+      TS_ASSIGN_OR_RETURN(int64_t v, Int(*k, "database.keep_templates", 1));
+      db->keep_templates = static_cast<int>(std::min<int64_t>(v, 1000));
+    }
+    if (const toml::node* c = t->get("clone_strategy")) {
+      TS_ASSIGN_OR_RETURN(db->clone_strategy, String(*c, "database.clone_strategy"));
+      if (db->clone_strategy != "auto" && db->clone_strategy != "file_copy" && db->clone_strategy != "wal_log") {
+        return Error(*c, "database.clone_strategy",
+                     absl::StrCat("expected \"auto\", \"file_copy\" or \"wal_log\", got \"", db->clone_strategy, "\""));
+      }
+    }
+    if (const toml::node* s = t->get("settings")) {
+      TS_ASSIGN_OR_RETURN(db->settings, StringMap(*s, "database.settings"));
+      for (const auto& [name, value] : db->settings) {
+        bool plain = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.';
+        });
+        if (!plain) {
+          return Error(*s->as_table()->get(name), "database.settings." + name,
+                       "a setting name is letters, digits, '_' and '.' (such as timezone or app.tenant_mode)");
+        }
+      }
+    }
+    if (const toml::node* g = t->get("grants")) {
+      TS_ASSIGN_OR_RETURN(db->grants, StringMap(*g, "database.grants"));
+      for (auto& [role, privileges] : db->grants) {
+        std::string normal;
+        for (absl::string_view p : absl::StrSplit(privileges, ',')) {
+          std::string word(absl::StripAsciiWhitespace(p));
+          for (char& c : word) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+          if (word != "CONNECT" && word != "TEMPORARY" && word != "TEMP" && word != "CREATE" && word != "ALL" &&
+              word != "ALL PRIVILEGES") {
+            return Error(*g->as_table()->get(role), "database.grants." + role,
+                         absl::StrCat("expected database privileges (CONNECT, TEMPORARY, CREATE, ALL), got \"",
+                                      privileges, "\""));
+          }
+          absl::StrAppend(&normal, normal.empty() ? "" : ", ", word);
+        }
+        privileges = normal;
+      }
+    }
+    if (const toml::node* b = t->get("bin_dir")) { TS_ASSIGN_OR_RETURN(db->bin_dir, String(*b, "database.bin_dir")); }
+    if (const toml::node* d = t->get("data_dir")) {
+      TS_ASSIGN_OR_RETURN(db->data_dir, String(*d, "database.data_dir"));
+    }
+    if (const toml::node* b = t->get("tcp")) { TS_ASSIGN_OR_RETURN(db->tcp, Bool(*b, "database.tcp")); }
+    if (const toml::node* m = t->get("max_connections")) {
+      TS_ASSIGN_OR_RETURN(int64_t v, Int(*m, "database.max_connections", 10));
+      db->max_connections = static_cast<int>(std::min<int64_t>(v, 10000));
+    }
     if (db->mode != DatabaseConfig::Mode::kNone && db->env.empty()) {
       return Error(n, "database.env",
                    "name at least one env var to receive the database, e.g. env = { DATABASE_URL = \"{url}\" }");
@@ -154,12 +236,19 @@ class Reader {
     return absl::OkStatus();
   }
 
+  absl::Status Reset(const toml::node& n, std::string_view key, const std::string& value) const {
+    if (value == "agent" || value == "stage" || value == "shard") return absl::OkStatus();
+    return Error(n, key, absl::StrCat("expected \"agent\" (one database per agent), \"stage\" (a fresh one per "
+                                      "stage) or \"shard\" (a fresh one per shard), got \"", value, "\""));
+  }
+
   absl::Status Stage(const toml::node& n, size_t index, StageConfig* stage) const {
     std::string key = absl::StrCat("stages[", index, "]");
     const toml::table* t = n.as_table();
     if (!t) return Error(n, key, absl::StrCat("expected a table, got ", TypeName(n)));
     TS_RETURN_IF_ERROR(OnlyKeys(*t, key + ".",
-                                {"name", "markers", "maxfail", "timeout", "test_timeout", "branches", "continue_on_failure", "retries"}));
+                                {"name", "markers", "maxfail", "timeout", "test_timeout", "branches",
+                                 "continue_on_failure", "retries", "reset"}));
     const toml::node* name = t->get("name");
     if (!name) return Error(n, key + ".name", "every stage needs a name");
     TS_ASSIGN_OR_RETURN(stage->name, String(*name, key + ".name"));
@@ -192,6 +281,10 @@ class Reader {
     }
     if (const toml::node* m = t->get("continue_on_failure")) {
       TS_ASSIGN_OR_RETURN(stage->continue_on_failure, Bool(*m, key + ".continue_on_failure"));
+    }
+    if (const toml::node* m = t->get("reset")) {
+      TS_ASSIGN_OR_RETURN(stage->reset, String(*m, key + ".reset"));
+      TS_RETURN_IF_ERROR(Reset(*m, key + ".reset", stage->reset));
     }
     return absl::OkStatus();
   }

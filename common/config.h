@@ -21,6 +21,7 @@ struct StageConfig {
   std::vector<std::string> branches;  // run only on these branches; empty = always
   bool continue_on_failure = false;   // later stages run even when this one fails
   int retries = 0;                    // a failed test runs again up to this many times, on another agent if any
+  std::string reset;                  // "agent" | "stage" | "shard"; empty = database.reset
 };
 
 struct DatabaseConfig {
@@ -31,6 +32,20 @@ struct DatabaseConfig {
   std::map<std::string, std::string> env;       // env var -> template such as "{url}"
   std::vector<std::vector<std::string>> setup;  // commands that build the template (migrations, seed)
   std::vector<std::string> template_inputs;     // globs, relative to workdir, whose contents name the template
+  absl::Duration setup_timeout = absl::Minutes(30);  // per set-up command
+  // How a stage's leases share databases: "agent" (one per agent), "stage" (fresh for each stage) or "shard"
+  // (fresh for every lease). Stages may override it with their own `reset`.
+  std::string reset = "agent";
+  int pool_size = 2;                            // clones each agent keeps ready when some stage resets
+  int keep_templates = 3;                       // a project's newest templates kept; older unused ones dropped
+  std::string clone_strategy = "auto";          // "auto" (measured) | "file_copy" | "wal_log"
+  std::map<std::string, std::string> settings;  // ALTER DATABASE <clone> SET name = value, for every clone
+  std::map<std::string, std::string> grants;    // role -> privileges (CONNECT, TEMPORARY, CREATE) on every clone
+  // Embedded server.
+  std::string bin_dir;                          // initdb/postgres; empty = PATH, pg_config, /usr/lib/postgresql
+  std::string data_dir;                         // parent of the cluster; empty = /dev/shm when it has room, else /tmp
+  bool tcp = false;                             // also listen on 127.0.0.1 (a free port)
+  int max_connections = 0;                      // 0 = sized from the number of agents
 };
 
 struct Config {

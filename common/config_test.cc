@@ -121,3 +121,75 @@ TEST(MarkerExpressionTest, AcceptsPytestGrammar) {
 
 }  // namespace
 }  // namespace testshard
+
+namespace testshard {
+namespace {
+
+constexpr char kDatabaseHead[] = "command = [\"p\"]\n[database]\nenv = { DATABASE_URL = \"{url}\" }\n";
+constexpr char kOneStage[] = "[[stages]]\nname = \"a\"\n";
+
+TEST(DatabaseConfigTest, ParsesIsolationKeys) {
+  std::string text = std::string(kDatabaseHead) + R"(reset = "shard"
+pool_size = 4
+keep_templates = 2
+clone_strategy = "wal_log"
+setup_timeout = "5m"
+settings = { timezone = "UTC", "app.tenant_mode" = "strict" }
+grants = { reporting = "connect, temporary" }
+bin_dir = "/usr/lib/postgresql/15/bin"
+data_dir = "/var/tmp"
+tcp = true
+max_connections = 400
+[[stages]]
+name = "unit"
+reset = "agent"
+[[stages]]
+name = "security"
+)";
+  TS_ASSERT_OK_AND_ASSIGN(Config c, ParseConfig(text, "/p/testshard.toml"));
+  const DatabaseConfig& d = c.database;
+  EXPECT_EQ(d.reset, "shard");
+  EXPECT_EQ(d.pool_size, 4);
+  EXPECT_EQ(d.keep_templates, 2);
+  EXPECT_EQ(d.clone_strategy, "wal_log");
+  EXPECT_EQ(d.setup_timeout, absl::Minutes(5));
+  EXPECT_EQ(d.settings.at("app.tenant_mode"), "strict");
+  EXPECT_EQ(d.grants.at("reporting"), "CONNECT, TEMPORARY");
+  EXPECT_EQ(d.bin_dir, "/usr/lib/postgresql/15/bin");
+  EXPECT_EQ(d.data_dir, "/var/tmp");
+  EXPECT_TRUE(d.tcp);
+  EXPECT_EQ(d.max_connections, 400);
+  EXPECT_EQ(c.stages[0].reset, "agent");
+  EXPECT_EQ(c.stages[1].reset, "");  // = database.reset
+}
+
+TEST(DatabaseConfigTest, DefaultsSuitAWorkstation) {
+  TS_ASSERT_OK_AND_ASSIGN(Config c, ParseConfig(std::string(kDatabaseHead) + kOneStage, "/p/testshard.toml"));
+  EXPECT_EQ(c.database.mode, DatabaseConfig::Mode::kEmbedded);
+  EXPECT_EQ(c.database.reset, "agent");
+  EXPECT_EQ(c.database.pool_size, 2);
+  EXPECT_EQ(c.database.keep_templates, 3);
+  EXPECT_EQ(c.database.clone_strategy, "auto");
+  EXPECT_EQ(c.database.setup_timeout, absl::Minutes(30));
+}
+
+TEST(DatabaseConfigTest, BadValuesNameKeyAndLine) {
+  auto parse = [](const std::string& lines) {
+    return ParseConfig(std::string(kDatabaseHead) + lines + "\n" + kOneStage, "t.toml");
+  };
+  EXPECT_THAT(parse("reset = \"test\""), StatusIs(kInvalid, HasSubstr("t.toml:4: database.reset: expected \"agent\"")));
+  EXPECT_THAT(parse("clone_strategy = \"copy\""), StatusIs(kInvalid, HasSubstr("t.toml:4: database.clone_strategy")));
+  EXPECT_THAT(parse("pool_size = -1"), StatusIs(kInvalid, HasSubstr("database.pool_size: must be at least 0")));
+  EXPECT_THAT(parse("keep_templates = 0"),
+              StatusIs(kInvalid, HasSubstr("database.keep_templates: must be at least 1")));
+  EXPECT_THAT(parse("grants = { app = \"SELECT\" }"), StatusIs(kInvalid, HasSubstr("database.grants.app")));
+  EXPECT_THAT(parse("settings = { \"a;b\" = \"x\" }"), StatusIs(kInvalid, HasSubstr("database.settings.a;b")));
+  EXPECT_THAT(parse("url = \"postgresql://[::1/db\""), StatusIs(kInvalid, HasSubstr("database.url")));
+  std::string bad_env = "command = [\"p\"]\n[database]\nenv = { U = \"{uri}\" }\n" + std::string(kOneStage);
+  EXPECT_THAT(ParseConfig(bad_env, "t.toml"), StatusIs(kInvalid, HasSubstr("database.env.U: unknown placeholder {uri}")));
+  EXPECT_THAT(ParseConfig(std::string(kDatabaseHead) + kOneStage + "reset = \"always\"\n", "t.toml"),
+              StatusIs(kInvalid, HasSubstr("stages[0].reset")));
+}
+
+}  // namespace
+}  // namespace testshard

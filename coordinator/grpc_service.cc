@@ -141,6 +141,11 @@ grpc::ServerUnaryReactor* CoordinatorService::CompleteLease(grpc::CallbackServer
                                                             const v1::CompleteLeaseRequest* req,
                                                             v1::CompleteLeaseResponse*) {
   if (absl::Status s = Authenticate(ctx); !s.ok()) return Finish(ctx, s);
+  for (const std::string& w : req->warnings()) {
+    // Every agent on a server finds the same thing; the user needs to read it once.
+    absl::MutexLock l(&warned_mu_);
+    if (warned_.insert(w).second) spdlog::warn("{}", w);
+  }
   return Finish(ctx, run_->CompleteLease(req->agent_id(), req->lease_id(), coordinator::FromWire(*req)));
 }
 

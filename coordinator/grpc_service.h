@@ -4,9 +4,11 @@
 #define TESTSHARD_COORDINATOR_GRPC_SERVICE_H_
 
 #include <memory>
+#include <set>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/wire.h"
 #include "coordinator/run_state.h"
 #include "grpcpp/grpcpp.h"
@@ -48,6 +50,8 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
 
   RunState* const run_;
   const ServiceOptions options_;
+  absl::Mutex warned_mu_;
+  std::set<std::string> warned_ ABSL_GUARDED_BY(warned_mu_);  // agents' warnings already shown, shown once each
 };
 
 // A listening server.

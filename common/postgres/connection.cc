@@ -24,15 +24,6 @@ std::string PercentEncode(std::string_view s) {
   return out;
 }
 
-std::string ConninfoValue(std::string_view v) {
-  std::string out = "'";
-  for (char c : v) {
-    if (c == '\'' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out + "'";
-}
-
 // Calls `emit` for each literal run and each placeholder name in `tmpl`.
 template <typename Literal, typename Placeholder>
 absl::Status Scan(std::string_view tmpl, Literal literal, Placeholder placeholder) {
@@ -97,9 +88,9 @@ std::string Connection::Url(std::string_view scheme) const {
 }
 
 std::string Connection::Conninfo() const {
-  std::string s = absl::StrCat("host=", ConninfoValue(host), " port=", port, " dbname=", ConninfoValue(dbname));
-  if (!user.empty()) s += " user=" + ConninfoValue(user);
-  if (!password.empty()) s += " password=" + ConninfoValue(password);
+  std::string s = absl::StrCat("host=", QuoteConninfo(host), " port=", port, " dbname=", QuoteConninfo(dbname));
+  if (!user.empty()) s += " user=" + QuoteConninfo(user);
+  if (!password.empty()) s += " password=" + QuoteConninfo(password);
   return s;
 }
 
@@ -146,6 +137,25 @@ absl::StatusOr<std::string> RenderTemplate(std::string_view tmpl, const Connecti
 absl::Status ValidateTemplate(std::string_view tmpl) {
   Connection c;
   return RenderTemplate(tmpl, c).status();
+}
+
+std::string QuoteConninfo(std::string_view v) {
+  std::string out = "'";
+  for (char c : v) {
+    if (c == '\'' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out + "'";
+}
+
+std::string QuoteLiteral(std::string_view value) {
+  bool backslash = value.find('\\') != std::string_view::npos;
+  std::string out = backslash ? "E'" : "'";
+  for (char c : value) {
+    if (c == '\'' || (backslash && c == '\\')) out.push_back(c);
+    out.push_back(c);
+  }
+  return out + "'";
 }
 
 std::string QuoteIdent(std::string_view name) {

@@ -41,6 +41,10 @@ absl::Status ValidateTemplate(std::string_view tmpl);
 
 // Quotes an identifier for SQL ("a""b").
 std::string QuoteIdent(std::string_view name);
+// Quotes a string literal for SQL ('it''s'; E'...' when it holds a backslash).
+std::string QuoteLiteral(std::string_view value);
+// Quotes a value for a libpq key=value string ('a\'b').
+std::string QuoteConninfo(std::string_view value);
 
 }  // namespace testshard::pg
 

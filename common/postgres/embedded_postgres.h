@@ -22,6 +22,8 @@ struct EmbeddedOptions {
   std::string run_as = "postgres";  // the unprivileged user the server runs as when we are root
   bool tcp = false;        // also listen on 127.0.0.1 at a free port
   int max_connections = 300;
+  // Keep a copy of a fresh initdb next to the clusters (testshard-pgcache-<key>) and start later clusters from it.
+  bool cache_initdb = true;
   absl::Duration start_timeout = absl::Seconds(60);
 };
 
@@ -39,10 +41,14 @@ class EmbeddedPostgres {
   pid_t server_pid() const { return server_ ? server_->pid() : -1; }
   absl::Duration startup_time() const { return startup_time_; }
 
+  // OK while the server process runs; Unavailable with the tail of its log once it has died.
+  absl::Status Health() const;
+
   // Fast shutdown, then removes the directory. Idempotent.
   absl::Status Stop();
 
-  // Removes clusters left by owners that no longer run (found by the owner pid file in each directory).
+  // Removes clusters left by owners that no longer run (found by the owner file in each directory: pid and process
+  // start time, so a recycled pid does not keep a stale cluster, nor make a live one look stale).
   // Returns how many were removed.
   static int SweepStale(const std::string& base_dir);
 

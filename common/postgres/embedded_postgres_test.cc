@@ -84,3 +84,41 @@ TEST(EmbeddedPostgresTest, MissingBinariesAreNamed) {
 
 }  // namespace
 }  // namespace testshard::pg
+
+namespace testshard::pg {
+namespace {
+
+// The second cluster starts from a copy of the first one's pristine initdb, and is a working cluster of its own.
+TEST(EmbeddedPostgresTest, SecondStartCopiesTheCachedInitdb) {
+  char base_tmpl[] = "/tmp/ts-pgcache-XXXXXX";
+  std::string base = mkdtemp(base_tmpl);
+  chmod(base.c_str(), 0755);
+  EmbeddedOptions options;
+  options.base_dir = base;
+  TS_ASSERT_OK_AND_ASSIGN(auto first, EmbeddedPostgres::Start(options));
+  int caches = 0;
+  for (const auto& e : fs::directory_iterator(base)) {
+    caches += e.path().filename().string().rfind("testshard-pgcache-", 0) == 0 && fs::exists(e.path() / "complete");
+  }
+  EXPECT_EQ(caches, 1);
+  {
+    pqxx::connection c(first->admin().Conninfo());
+    pqxx::work w(c);
+    w.exec0("CREATE TABLE only_in_first (x int)");
+    w.commit();
+  }
+  TS_ASSERT_OK_AND_ASSIGN(auto second, EmbeddedPostgres::Start(options));
+  {
+    pqxx::connection c(second->admin().Conninfo());
+    pqxx::work w(c);
+    EXPECT_EQ(w.exec1("SELECT count(*) FROM pg_class WHERE relname = 'only_in_first'")[0].as<int>(), 0);
+    EXPECT_EQ(w.exec1("SELECT current_setting('fsync')")[0].as<std::string>(), "off");
+  }
+  EXPECT_NE(first->dir(), second->dir());
+  ASSERT_TRUE(first->Stop().ok());
+  ASSERT_TRUE(second->Stop().ok());
+  fs::remove_all(base);
+}
+
+}  // namespace
+}  // namespace testshard::pg

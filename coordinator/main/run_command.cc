@@ -107,7 +107,15 @@ int RunLocal(const RunFlags& flags) {
   std::string server_url;
   if (config->database.mode == DatabaseConfig::Mode::kEmbedded) {
     pg::EmbeddedOptions po;
-    po.max_connections = std::max(100, 20 * agents + 20);
+    // Relative paths are the project's, wherever testshard was started from.
+    auto in_project = [&](const std::string& p) {
+      return p.empty() ? p : (fs::path(project) / p).lexically_normal().string();
+    };
+    po.bin_dir = in_project(config->database.bin_dir);
+    po.base_dir = in_project(config->database.data_dir);
+    po.tcp = config->database.tcp;
+    po.max_connections = config->database.max_connections > 0 ? config->database.max_connections
+                                                                : std::max(100, 20 * agents + 20);
     auto started = pg::EmbeddedPostgres::Start(po);
     if (!started.ok()) return Fail(Annotate(started.status(), "starting the embedded PostgreSQL"));
     postgres = std::move(*started);

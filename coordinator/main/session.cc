@@ -86,6 +86,21 @@ v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
   d->set_role(db.role);
   for (const std::string& g : db.template_inputs) d->add_template_inputs(g);
   d->set_server_url(server_url);
+  d->set_project(config.project);
+  d->set_reset(db.reset);
+  for (const StageConfig& stage : config.stages) {
+    if (!stage.reset.empty()) (*d->mutable_stage_reset())[stage.name] = stage.reset;
+  }
+  d->set_pool_size(db.pool_size);
+  d->set_keep_templates(db.keep_templates);
+  d->set_clone_strategy(db.clone_strategy);
+  d->mutable_settings()->insert(db.settings.begin(), db.settings.end());
+  d->mutable_grants()->insert(db.grants.begin(), db.grants.end());
+  d->set_setup_timeout_ms(absl::ToInt64Milliseconds(db.setup_timeout));
+  d->mutable_embedded()->set_bin_dir(db.bin_dir);
+  d->mutable_embedded()->set_data_dir(db.data_dir);
+  d->mutable_embedded()->set_tcp(db.tcp);
+  d->mutable_embedded()->set_max_connections(db.max_connections);
   return spec;
 }
 
