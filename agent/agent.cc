@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/handoff.h"
 #include "common/status.h"
 #include "common/wire.h"
 #include "spdlog/spdlog.h"
@@ -44,6 +45,7 @@ Agent::Agent(AgentOptions options, ProcessRunner* runner)
 }
 
 Agent::~Agent() {
+  handoff_.reset();
   if (database_ && provisioner_) {
     absl::Status s = provisioner_->Release(*database_);
     if (!s.ok()) spdlog::warn("{}", ToStd(s.message()));
@@ -102,10 +104,13 @@ absl::Status Agent::PrepareDatabase() {
   } else if (!db.server_url().empty()) {
     TS_ASSIGN_OR_RETURN(admin, pg::ParseConnection(db.server_url()));
   } else if (options_.start_embedded_server) {
-    TS_ASSIGN_OR_RETURN(admin, options_.start_embedded_server());
+    pg::EmbeddedOptions eo;
+    eo.tcp = db.transport() == "tcp";
+    TS_ASSIGN_OR_RETURN(admin, options_.start_embedded_server(eo));
   } else {
     return absl::FailedPreconditionError("the run needs a database and this agent was given no server");
   }
+  TS_RETURN_IF_ERROR(CheckTransport(db, admin));
   TemplateRecipe recipe;
   for (const v1::Command& c : db.setup()) recipe.setup.emplace_back(c.argv().begin(), c.argv().end());
   recipe.env_templates.insert(db.env().begin(), db.env().end());
@@ -125,6 +130,13 @@ absl::Status Agent::PrepareDatabase() {
   database_ = std::move(database);
   provisioner_ = std::move(provisioner);
   spdlog::info("{}: database {} ready", options_.name, database_->name);
+  auto handoff = StartHandoffCheck(db, admin, database_->name, options_.name, TestApplicationName(run_id_, agent_id_),
+                                   options_.work_dir + "/handoff-sessions.jsonl");
+  if (handoff.ok()) {
+    handoff_ = std::move(*handoff);
+  } else {
+    spdlog::warn("{}: {}", options_.name, ToStd(handoff.status().message()));  // the tests can run without it
+  }
   return absl::OkStatus();
 }
 
@@ -141,6 +153,7 @@ std::map<std::string, std::string> Agent::ChildEnv(const v1::Lease* lease) const
       spdlog::error("{}: {}", options_.name, ToStd(db_env.status().message()));
     }
     env["TESTSHARD_DATABASE"] = database_->name;
+    AddHandoffEnv(spec_.database(), database_->name, TestApplicationName(run_id_, agent_id_), DefaultPluginDir(), &env);
   }
   env["TESTSHARD_AGENT"] = options_.name;
   if (lease) {
@@ -341,6 +354,7 @@ absl::Status Agent::DiscoverWarm(const v1::Lease& lease) {
 }
 
 void Agent::StartWarm(const v1::Lease& lease) {
+  if (handoff_) handoff_->SetStage(lease.stage());
   InFlight f;
   f.lease = lease;
   f.active = Hold(lease.lease_id());
@@ -367,6 +381,7 @@ void Agent::Pump(absl::Duration timeout) {
       case WorkerEvent::kStart:
         running_ = e->id;
         running_since_ = absl::Now();
+        if (handoff_) handoff_->TestStarted(e->id);
         break;
       case WorkerEvent::kResult:
       case WorkerEvent::kUnknown: {
@@ -433,6 +448,12 @@ void Agent::SendResults(InFlight& f, bool force) {
   // Live results, batched: often enough for progress and maxfail, rarely enough not to flood the coordinator.
   if (!force && f.unsent.size() < 100 && absl::Now() - last_send_ < absl::Milliseconds(100)) return;
   last_send_ = absl::Now();
+  if (handoff_) {
+    for (const TestCase& tc : f.unsent) {
+      bool failed = tc.result.outcome == Outcome::kFailed || tc.result.outcome == Outcome::kError;
+      handoff_->Result(tc.id, failed, tc.result.message);
+    }
+  }
   if (f.lost) {
     f.unsent.clear();
     return;
@@ -522,6 +543,8 @@ void Agent::AbortWorker(const std::string& why, v1::CompleteLeaseRequest::Status
   }
   inflight_.clear();
   running_.clear();
+  // What the dead worker's fixtures created and never dropped is still in the database.
+  if (handoff_) handoff_->ProcessEnded(why);
 }
 
 absl::Status Agent::RunOneShot(const v1::Lease& lease) {
@@ -589,6 +612,7 @@ absl::Status Agent::RunTests(const v1::Lease& lease) {
 
   v1::CompleteLeaseRequest req;
   req.set_lease_id(lease.lease_id());
+  if (handoff_) handoff_->SetStage(lease.stage());
   auto r = runner_->Run(spec, &active->cancel);
   if (!r.ok()) {
     req.set_status(v1::CompleteLeaseRequest::INFRA_ERROR);
@@ -605,6 +629,7 @@ absl::Status Agent::RunTests(const v1::Lease& lease) {
   f.lease = lease;
   f.unsent = std::move(cases);
   SendResults(f, true);
+  if (handoff_) handoff_->ProcessEnded(absl::StrCat("the pytest of lease ", lease.lease_id(), " ended (", r->Describe(), ")"));
   if (f.lost) return absl::FailedPreconditionError("the coordinator refused the results");
   if (fs::exists(files.report_path)) {
     absl::Status up = Upload(lease.lease_id(), files.report_path, "junit");
@@ -629,6 +654,9 @@ absl::Status Agent::RunTests(const v1::Lease& lease) {
 
 absl::Status Agent::Complete(v1::CompleteLeaseRequest req) {
   req.set_agent_id(agent_id_);
+  if (handoff_) {
+    for (const HandoffFinding& f : handoff_->Flush()) *req.add_handoff_findings() = ToWire(f);
+  }
   v1::CompleteLeaseResponse resp;
   auto ctx = Context();
   return FromGrpc(stub_->CompleteLease(ctx.get(), req, &resp));

@@ -15,8 +15,10 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/database.h"
+#include "agent/handoff_monitor.h"
 #include "agent/pytest_worker.h"
 #include "agent/runner_adapter.h"
+#include "common/postgres/embedded_postgres.h"
 #include "common/process.h"
 #include "grpcpp/grpcpp.h"
 #include "testshard/v1/coordinator.grpc.pb.h"
@@ -33,7 +35,8 @@ struct AgentOptions {
   // starts an embedded server of its own (done by the caller, which owns its lifetime).
   std::optional<pg::Connection> database_admin;
   // Starts a server of the agent's own when neither of the above names one; called from Run()'s thread.
-  std::function<absl::StatusOr<pg::Connection>()> start_embedded_server;
+  // The options carry what the run asks of it (tcp: listen on loopback TCP and return that connection).
+  std::function<absl::StatusOr<pg::Connection>(const pg::EmbeddedOptions&)> start_embedded_server;
   absl::Duration connect_timeout = absl::Seconds(60);  // how long to keep retrying an unreachable coordinator
 };
 
@@ -111,6 +114,8 @@ class Agent {
   std::unique_ptr<DatabaseProvisioner> provisioner_;
   std::optional<Database> database_;
   absl::Status database_error_;
+  // The hand-off check (agent/handoff.h): null when the run has no database or turned it off.
+  std::unique_ptr<HandoffMonitor> handoff_;
 
   // Control-thread state for the warm worker.
   std::unique_ptr<PytestWorker> worker_;

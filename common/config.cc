@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/postgres/connection.h"
 #include "common/status.h"
 #include "toml++/toml.h"
 
@@ -115,7 +116,8 @@ class Reader {
   absl::Status Database(const toml::node& n, DatabaseConfig* db) const {
     const toml::table* t = n.as_table();
     if (!t) return Error(n, "database", absl::StrCat("expected a table, got ", TypeName(n)));
-    TS_RETURN_IF_ERROR(OnlyKeys(*t, "database.", {"mode", "url", "role", "env", "setup", "template_inputs"}));
+    TS_RETURN_IF_ERROR(OnlyKeys(*t, "database.", {"mode", "url", "role", "env", "setup", "template_inputs",
+                                                  "transport", "django_test_db", "handoff_check"}));
     db->mode = DatabaseConfig::Mode::kEmbedded;
     if (const toml::node* m = t->get("mode")) {
       TS_ASSIGN_OR_RETURN(std::string mode, String(*m, "database.mode"));
@@ -147,9 +149,56 @@ class Reader {
     if (const toml::node* g = t->get("template_inputs")) {
       TS_ASSIGN_OR_RETURN(db->template_inputs, StringList(*g, "database.template_inputs"));
     }
+    TS_RETURN_IF_ERROR(Handoff(*t, db));
     if (db->mode != DatabaseConfig::Mode::kNone && db->env.empty()) {
       return Error(n, "database.env",
                    "name at least one env var to receive the database, e.g. env = { DATABASE_URL = \"{url}\" }");
+    }
+    return absl::OkStatus();
+  }
+
+  // Picks one of `names` for a string key; `values[i]` is what names[i] means.
+  template <typename T>
+  absl::Status Choice(const toml::node& n, std::string_view key, const std::vector<std::pair<std::string, T>>& options,
+                      T* out) const {
+    TS_ASSIGN_OR_RETURN(std::string value, String(n, key));
+    std::vector<std::string> quoted;
+    for (const auto& [name, v] : options) {
+      if (value == name) {
+        *out = v;
+        return absl::OkStatus();
+      }
+      quoted.push_back("\"" + name + "\"");
+    }
+    return Error(n, key, absl::StrCat("expected ", absl::StrJoin(quoted, ", "), ", got \"", value, "\""));
+  }
+
+  // The keys that decide how the database reaches the tests, and what is checked about it.
+  absl::Status Handoff(const toml::table& t, DatabaseConfig* db) const {
+    using T = DatabaseConfig::Transport;
+    using D = DatabaseConfig::DjangoTestDb;
+    using H = DatabaseConfig::HandoffCheck;
+    if (const toml::node* n = t.get("transport")) {
+      TS_RETURN_IF_ERROR(Choice<T>(*n, "database.transport", {{"socket", T::kSocket}, {"tcp", T::kTcp}},
+                                   &db->transport));
+      // A named server is reached the way its URL says; a transport that contradicts it is a mistake.
+      if (db->mode == DatabaseConfig::Mode::kServer && !db->url.empty()) {
+        auto url = pg::ParseConnection(db->url);
+        if (url.ok() && url->is_socket() != (db->transport == T::kSocket)) {
+          return Error(*n, "database.transport",
+                       absl::StrCat("\"", ToAbsl(TransportName(db->transport)), "\" but database.url reaches the server ",
+                                    url->is_socket() ? "over the unix socket in " : "over TCP at ", url->host,
+                                    "; give a URL of that form, or drop the key"));
+        }
+      }
+    }
+    if (const toml::node* n = t.get("django_test_db")) {
+      TS_RETURN_IF_ERROR(Choice<D>(*n, "database.django_test_db", {{"create", D::kCreate}, {"reuse", D::kReuse}},
+                                   &db->django_test_db));
+    }
+    if (const toml::node* n = t.get("handoff_check")) {
+      TS_RETURN_IF_ERROR(Choice<H>(*n, "database.handoff_check",
+                                   {{"fail", H::kFail}, {"warn", H::kWarn}, {"off", H::kOff}}, &db->handoff_check));
     }
     return absl::OkStatus();
   }
@@ -248,6 +297,33 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 bool IsPyproject(const std::string& path) { return fs::path(path).filename() == "pyproject.toml"; }
 
 }  // namespace
+
+std::string_view TransportName(DatabaseConfig::Transport t) {
+  switch (t) {
+    case DatabaseConfig::Transport::kAuto: return "";
+    case DatabaseConfig::Transport::kSocket: return "socket";
+    case DatabaseConfig::Transport::kTcp: return "tcp";
+  }
+  return "";
+}
+
+std::string_view DjangoTestDbName(DatabaseConfig::DjangoTestDb d) {
+  switch (d) {
+    case DatabaseConfig::DjangoTestDb::kNone: return "";
+    case DatabaseConfig::DjangoTestDb::kCreate: return "create";
+    case DatabaseConfig::DjangoTestDb::kReuse: return "reuse";
+  }
+  return "";
+}
+
+std::string_view HandoffCheckName(DatabaseConfig::HandoffCheck c) {
+  switch (c) {
+    case DatabaseConfig::HandoffCheck::kFail: return "fail";
+    case DatabaseConfig::HandoffCheck::kWarn: return "warn";
+    case DatabaseConfig::HandoffCheck::kOff: return "off";
+  }
+  return "";
+}
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, const std::string& path) {
   toml::table doc;

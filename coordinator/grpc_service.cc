@@ -141,6 +141,9 @@ grpc::ServerUnaryReactor* CoordinatorService::CompleteLease(grpc::CallbackServer
                                                             const v1::CompleteLeaseRequest* req,
                                                             v1::CompleteLeaseResponse*) {
   if (absl::Status s = Authenticate(ctx); !s.ok()) return Finish(ctx, s);
+  if (options_.handoff) {
+    for (const v1::HandoffFinding& f : req->handoff_findings()) options_.handoff->Add(testshard::FromWire(f));
+  }
   return Finish(ctx, run_->CompleteLease(req->agent_id(), req->lease_id(), coordinator::FromWire(*req)));
 }
 

@@ -53,9 +53,9 @@ int RunAgent(const AgentFlags& flags) {
     o.database_admin = *admin;
   }
   std::unique_ptr<pg::EmbeddedPostgres> postgres;
-  o.start_embedded_server = [&postgres]() -> absl::StatusOr<pg::Connection> {
-    TS_ASSIGN_OR_RETURN(postgres, pg::EmbeddedPostgres::Start({}));
-    return postgres->admin();
+  o.start_embedded_server = [&postgres](const pg::EmbeddedOptions& options) -> absl::StatusOr<pg::Connection> {
+    TS_ASSIGN_OR_RETURN(postgres, pg::EmbeddedPostgres::Start(options));
+    return options.tcp ? *postgres->admin_tcp() : postgres->admin();
   };
   PosixProcessRunner runner;
   agent::Agent a(o, &runner);

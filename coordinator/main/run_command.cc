@@ -91,10 +91,12 @@ int RunLocal(const RunFlags& flags) {
   if (config->database.mode == DatabaseConfig::Mode::kEmbedded) {
     pg::EmbeddedOptions po;
     po.max_connections = std::max(100, 20 * agents + 20);
+    po.tcp = config->database.transport == DatabaseConfig::Transport::kTcp;
     auto started = pg::EmbeddedPostgres::Start(po);
     if (!started.ok()) return Fail(Annotate(started.status(), "starting the embedded PostgreSQL"));
     postgres = std::move(*started);
-    server_url = postgres->admin().Url();
+    // The agents clone, and hand over, in the form the config asks for.
+    server_url = po.tcp ? postgres->admin_tcp()->Url() : postgres->admin().Url();
     std::printf("testshard: embedded PostgreSQL ready in %s (%s)\n",
                 absl::FormatDuration(absl::Trunc(postgres->startup_time(), absl::Milliseconds(1))).c_str(),
                 postgres->dir().c_str());

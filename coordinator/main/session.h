@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "common/config.h"
 #include "coordinator/grpc_service.h"
+#include "coordinator/handoff_report.h"
 #include "coordinator/run_state.h"
 
 namespace testshard {
@@ -50,6 +51,7 @@ class Session {
   std::string run_id_;
   absl::Time started_;
   std::unique_ptr<coordinator::RunState> run_;
+  std::unique_ptr<coordinator::HandoffReport> handoff_;  // outlives server_, which feeds it
   std::unique_ptr<coordinator::CoordinatorServer> server_;
   std::string last_line_;
   absl::Time last_print_;

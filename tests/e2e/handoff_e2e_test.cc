@@ -1,0 +1,340 @@
+// The database hand-off end to end: `testshard run` with 3 agents on real pytest suites. Every template form
+// ({url}, {sqlalchemy_url}, {asyncpg_url}, {host}/{port}/{dbname}/..., {socket_dir}) reaches the agent's own
+// database through psycopg2, SQLAlchemy, SQLAlchemy's asyncpg dialect and asyncpg, over the unix socket and over
+// TCP; and suites that ignore the hand-off (a hard-coded database, libpq's default one) are caught and named.
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/e2e_util.h"
+
+namespace testshard::e2e {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kIni[] = "[pytest]\naddopts = --strict-markers\nmarkers =\n    handoff\n";
+
+// Runs as the admin role on the template database: a table the tests (as app_user) can read.
+constexpr char kSetup[] = R"PY(
+import os, psycopg2
+conn = psycopg2.connect(os.environ["DATABASE_URL"])
+conn.autocommit = True
+conn.cursor().execute("CREATE TABLE seeded (id int); INSERT INTO seeded VALUES (1), (2), (3); "
+                      "GRANT SELECT ON seeded TO app_user")
+)PY";
+
+// One test per way a project takes its database. Each checks it reached the agent's database, as app_user, over
+// the transport the config asked for, and records which database and agent it saw.
+constexpr char kFormsTests[] = R"PY(
+import asyncio, os, psycopg2, pytest
+
+QUERY = "SELECT current_database(), inet_server_addr() IS NULL, current_user, (SELECT count(*) FROM seeded)"
+pytestmark = [pytest.mark.handoff, pytest.mark.parametrize("i", range(3))]
+
+
+def check(row, record_property):
+    db, is_socket, user, seeded = row
+    record_property("database", db)
+    record_property("agent", os.environ["TESTSHARD_AGENT"])
+    assert db == os.environ["DB_NAME"]
+    assert user == "app_user"
+    assert seeded == 3
+    assert is_socket == (os.environ["EXPECT_TRANSPORT"] == "socket")
+
+
+def psycopg2_row(**kwargs):
+    conn = psycopg2.connect(**kwargs)
+    try:
+        cur = conn.cursor()
+        cur.execute(QUERY)
+        return cur.fetchone()
+    finally:
+        conn.close()
+
+
+def test_libpq_url(i, record_property):
+    check(psycopg2_row(dsn=os.environ["DATABASE_URL"]), record_property)
+
+
+def test_separate_variables(i, record_property):
+    check(psycopg2_row(host=os.environ["DB_HOST"], port=os.environ["DB_PORT"], dbname=os.environ["DB_NAME"],
+                       user=os.environ["DB_USER"], password=os.environ["DB_PASSWORD"] or None), record_property)
+
+
+def test_socket_dir(i, record_property):
+    sock = os.environ["DB_SOCKET_DIR"]
+    if os.environ["EXPECT_TRANSPORT"] == "socket":
+        assert sock == os.environ["DB_HOST"]
+        assert os.path.exists(os.path.join(sock, ".s.PGSQL." + os.environ["DB_PORT"]))
+    else:
+        assert sock == "" and os.environ["DB_HOST"] == "127.0.0.1"
+    check(psycopg2_row(dsn=os.environ["DATABASE_URL"]), record_property)
+
+
+def test_sqlalchemy_url(i, record_property):
+    import sqlalchemy
+    assert os.environ["SQLALCHEMY_URL"].startswith("postgresql+psycopg2://")
+    engine = sqlalchemy.create_engine(os.environ["SQLALCHEMY_URL"])
+    with engine.connect() as c:
+        row = tuple(c.execute(sqlalchemy.text(QUERY)).one())
+    engine.dispose()
+    check(row, record_property)
+
+
+def test_sqlalchemy_asyncpg_url(i, record_property):
+    import sqlalchemy
+    from sqlalchemy.ext.asyncio import create_async_engine
+    assert os.environ["ASYNC_DATABASE_URL"].startswith("postgresql+asyncpg://")
+
+    async def run():
+        engine = create_async_engine(os.environ["ASYNC_DATABASE_URL"])
+        async with engine.connect() as c:
+            row = tuple((await c.execute(sqlalchemy.text(QUERY))).one())
+        await engine.dispose()
+        return row
+    check(asyncio.run(run()), record_property)
+
+
+def test_asyncpg_separate_variables(i, record_property):
+    import asyncpg
+
+    async def run():
+        c = await asyncpg.connect(host=os.environ["DB_HOST"], port=int(os.environ["DB_PORT"]),
+                                  database=os.environ["DB_NAME"], user=os.environ["DB_USER"])
+        try:
+            return tuple(await c.fetchrow(QUERY))
+        finally:
+            await c.close()
+    check(asyncio.run(run()), record_property)
+
+
+def test_asyncpg_libpq_url(i, record_property):
+    import asyncpg
+
+    async def run():
+        c = await asyncpg.connect(os.environ["DATABASE_URL"])
+        try:
+            return tuple(await c.fetchrow(QUERY))
+        finally:
+            await c.close()
+    check(asyncio.run(run()), record_property)
+)PY";
+
+std::string FormsConfig(const std::string& transport) {
+  return absl::StrCat(R"(command = ["/usr/bin/python3", "-m", "pytest"]
+
+[env]
+EXPECT_TRANSPORT = ")", transport, R"("
+
+[database]
+role = "app_user"
+transport = ")", transport, R"("
+setup = [["/usr/bin/python3", "setup_db.py"]]
+template_inputs = ["setup_db.py"]
+
+[database.env]
+DATABASE_URL = "{url}"
+SQLALCHEMY_URL = "{sqlalchemy_url}"
+ASYNC_DATABASE_URL = "{asyncpg_url}"
+DB_HOST = "{host}"
+DB_PORT = "{port}"
+DB_NAME = "{dbname}"
+DB_USER = "{user}"
+DB_PASSWORD = "{password}"
+DB_SOCKET_DIR = "{socket_dir}"
+
+[[stages]]
+name = "forms"
+markers = "handoff"
+)");
+}
+
+class HandoffE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    project_.Write("pytest.ini", kIni);
+    project_.Write("setup_db.py", kSetup);
+  }
+  Project::Result Run() { return project_.Testshard({"run", "--agents", "3", "--junit-out", "report.xml"}); }
+  Report ReadBack() { return ReadReport(project_.dir() + "/report.xml"); }
+  Project project_;
+};
+
+class HandoffFormsE2eTest : public HandoffE2eTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(HandoffFormsE2eTest, EveryTemplateFormReachesTheAgentsOwnDatabase) {
+  project_.Write("tests/test_forms.py", kFormsTests);
+  project_.Write("testshard.toml", FormsConfig(GetParam()));
+  Project::Result r = Run();
+  ASSERT_EQ(r.process.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, Not(HasSubstr("Database hand-off")));
+  Report report = ReadBack();
+  ASSERT_TRUE(report.parsed) << report.error;
+  ASSERT_EQ(report.cases.size(), 21u) << r.output;
+  for (const auto& [id, n] : report.Appearances()) EXPECT_EQ(n, 1) << id;
+  EXPECT_EQ(report.Count(Outcome::kPassed), 21) << r.output;
+  std::map<std::string, std::set<std::string>> agents_by_db, dbs_by_agent;
+  for (const ReportedCase& c : report.cases) {
+    agents_by_db[c.properties.at("database")].insert(c.properties.at("agent"));
+    dbs_by_agent[c.properties.at("agent")].insert(c.properties.at("database"));
+  }
+  EXPECT_GE(dbs_by_agent.size(), 2u);
+  for (const auto& [db, agents] : agents_by_db) EXPECT_EQ(agents.size(), 1u) << db;
+  for (const auto& [agent, dbs] : dbs_by_agent) EXPECT_EQ(dbs.size(), 1u) << agent;
+  // The server's view: every session the check tied to an agent's tests was in that agent's own database.
+  std::vector<AgentSession> sessions = ReadAgentSessions(project_.dir());
+  EXPECT_FALSE(sessions.empty());
+  for (const AgentSession& s : sessions) EXPECT_TRUE(s.own) << s.agent_dir << " " << s.database;
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, HandoffFormsE2eTest, ::testing::Values("socket", "tcp"));
+
+// The suite takes the server's location from the hand-off but hard-codes its database: every agent's tests meet in
+// "legacy_app". The tests pass - which is what makes it dangerous - and the run says why it fails anyway. The
+// connections are asyncpg's, which carry no application_name of ours: the check finds them by their client process.
+constexpr char kHardCodedTests[] = R"PY(
+import asyncio, os, time, asyncpg, pytest
+
+async def work(i):
+    c = await asyncpg.connect(host=os.environ["DB_HOST"], port=int(os.environ["DB_PORT"]), user="postgres",
+                              database="legacy_app")
+    try:
+        await c.execute("CREATE TABLE IF NOT EXISTS events (agent text, i int)")
+        await c.execute("INSERT INTO events VALUES ($1, $2)", os.environ["TESTSHARD_AGENT"], i)
+        await asyncio.sleep(0.3)  # long enough for the check to see the session
+    finally:
+        await c.close()
+
+@pytest.mark.handoff
+@pytest.mark.parametrize("i", range(9))
+def test_event(i):
+    asyncio.run(work(i))
+)PY";
+
+constexpr char kCreateLegacyDatabase[] = R"PY(
+import os, psycopg2
+conn = psycopg2.connect(host=os.environ["DB_HOST"], port=os.environ["DB_PORT"], user="postgres", dbname="postgres")
+conn.autocommit = True
+cur = conn.cursor()
+cur.execute("SELECT 1 FROM pg_database WHERE datname = 'legacy_app'")
+if not cur.fetchone():
+    cur.execute("CREATE DATABASE legacy_app")
+)PY";
+
+std::string HardCodedConfig(const std::string& extra) {
+  return absl::StrCat(R"(command = ["/usr/bin/python3", "-m", "pytest"]
+
+[database]
+setup = [["/usr/bin/python3", "setup_db.py"]]
+template_inputs = ["setup_db.py"]
+env = { DB_HOST = "{host}", DB_PORT = "{port}", DB_NAME = "{dbname}" }
+)", extra, R"(
+[[stages]]
+name = "events"
+markers = "handoff"
+)");
+}
+
+TEST_F(HandoffE2eTest, HardCodedDatabaseIsDetectedAndFailsTheRun) {
+  project_.Write("setup_db.py", kCreateLegacyDatabase);
+  project_.Write("tests/test_events.py", kHardCodedTests);
+  project_.Write("testshard.toml", HardCodedConfig(""));
+  Project::Result r = Run();
+  EXPECT_EQ(r.process.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("Database hand-off: the suite does not keep to the databases testshard hands it"));
+  EXPECT_THAT(r.output, HasSubstr("session(s) on database \"legacy_app\""));
+  EXPECT_THAT(r.output, HasSubstr("was used by the tests of"));
+  EXPECT_THAT(r.output, HasSubstr("DB_HOST, DB_NAME, DB_PORT (from [database.env])"));
+  EXPECT_THAT(r.output, HasSubstr("The run fails because of this"));
+  Report report = ReadBack();
+  ASSERT_TRUE(report.parsed) << report.error;
+  int tests = 0;
+  bool handoff_case = false;
+  for (const ReportedCase& c : report.cases) {
+    if (c.suite == "testshard.handoff") {
+      handoff_case = true;
+      EXPECT_EQ(c.name, "foreign_database[legacy_app]");
+      EXPECT_EQ(c.outcome, Outcome::kError);
+    } else {
+      ++tests;
+      EXPECT_EQ(c.outcome, Outcome::kPassed) << c.name;
+    }
+  }
+  EXPECT_EQ(tests, 9);
+  EXPECT_TRUE(handoff_case) << project_.Read("report.xml");
+  // Found through the client process: asyncpg sent no application_name.
+  bool untagged = false;
+  for (const AgentSession& s : ReadAgentSessions(project_.dir())) {
+    if (s.database == "legacy_app") {
+      EXPECT_FALSE(s.own);
+      untagged |= !s.tagged;
+    }
+  }
+  EXPECT_TRUE(untagged);
+}
+
+TEST_F(HandoffE2eTest, HardCodedDatabaseOverTcpIsDetectedToo) {
+  project_.Write("setup_db.py", kCreateLegacyDatabase);
+  project_.Write("tests/test_events.py", kHardCodedTests);
+  project_.Write("testshard.toml", HardCodedConfig("transport = \"tcp\"\n"));
+  Project::Result r = Run();
+  EXPECT_EQ(r.process.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("session(s) on database \"legacy_app\""));
+}
+
+TEST_F(HandoffE2eTest, WarnReportsWithoutFailingTheRun) {
+  project_.Write("setup_db.py", kCreateLegacyDatabase);
+  project_.Write("tests/test_events.py", kHardCodedTests);
+  project_.Write("testshard.toml", HardCodedConfig("handoff_check = \"warn\"\n"));
+  Project::Result r = Run();
+  EXPECT_EQ(r.process.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("session(s) on database \"legacy_app\""));
+  EXPECT_THAT(r.output, HasSubstr("\"warn\": reported"));
+}
+
+// The hand-off names the server and the role but no database: libpq connects to the database named like the role
+// (postgres), the same one for every agent, and the tests create and fill a table there.
+TEST_F(HandoffE2eTest, DefaultDatabaseIsDetected) {
+  project_.Write("setup_db.py", "print('nothing to migrate')\n");
+  project_.Write("tests/test_items.py", R"PY(
+import time, psycopg2, pytest
+
+@pytest.fixture(scope="module")
+def conn():
+    c = psycopg2.connect("")  # PGHOST, PGPORT, PGUSER from the environment; no PGDATABASE
+    c.autocommit = True
+    c.cursor().execute("CREATE TABLE IF NOT EXISTS items (id serial primary key)")
+    yield c
+    c.close()
+
+@pytest.mark.handoff
+@pytest.mark.parametrize("i", range(12))
+def test_insert(conn, i):
+    time.sleep(0.1)
+    conn.cursor().execute("INSERT INTO items DEFAULT VALUES")
+)PY");
+  project_.Write("testshard.toml", R"(command = ["/usr/bin/python3", "-m", "pytest"]
+
+[database]
+setup = [["/usr/bin/python3", "setup_db.py"]]
+env = { PGHOST = "{host}", PGPORT = "{port}", PGUSER = "{user}" }
+
+[[stages]]
+name = "items"
+markers = "handoff"
+)");
+  Project::Result r = Run();
+  EXPECT_EQ(r.process.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("its tests worked in the server's maintenance database \"postgres\""));
+  EXPECT_THAT(r.output, HasSubstr("None of PGHOST, PGPORT, PGUSER (from [database.env]) carries the database's name"));
+}
+
+}  // namespace
+}  // namespace testshard::e2e
