@@ -1,5 +1,8 @@
 #include "agent/agent.h"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -40,7 +43,8 @@ Agent::Agent(AgentOptions options, ProcessRunner* runner)
   args.SetMaxSendMessageSize(kMaxMessageBytes);
   // Reconnect quickly after a coordinator restart rather than gRPC's default of up to two minutes.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  channel_ = grpc::CreateCustomChannel(options_.coordinator, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(
+      options_.coordinator, options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials(), args);
   stub_ = v1::Coordinator::NewStub(channel_);
 }
 
@@ -77,11 +81,15 @@ absl::Status Agent::Register() {
   absl::Duration backoff = absl::Milliseconds(100);
   while (true) {
     v1::RegisterResponse resp;
-    auto ctx = Context(absl::Seconds(10));
+    auto ctx = Context(std::min(absl::Seconds(10), options_.connect_timeout));
     ctx->set_wait_for_ready(true);
     grpc::Status s = stub_->Register(ctx.get(), req, &resp);
     if (s.ok()) {
       agent_id_ = resp.agent_id();
+      {
+        absl::MutexLock l(&mu_);
+        heartbeat_id_ = agent_id_;
+      }
       run_id_ = resp.run_id();
       spec_ = resp.run();
       if (resp.heartbeat_interval_ms() > 0) heartbeat_interval_ = absl::Milliseconds(resp.heartbeat_interval_ms());
@@ -181,7 +189,7 @@ absl::Status Agent::Run() {
   fs::create_directories(options_.work_dir, ec);
   if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot create ", options_.work_dir, ": ", ec.message()));
   TS_RETURN_IF_ERROR(Register());
-  spdlog::info("{}: registered as {} in run {}", options_.name, agent_id_, run_id_);
+  spdlog::info("{}: registered as {} in run {} (pid {})", options_.name, agent_id_, run_id_, getpid());
   // A database that cannot be made is reported through the first lease, so the run shows why, and the agent then
   // stops taking work.
   database_error_ = PrepareDatabase();
@@ -210,6 +218,20 @@ absl::Status Agent::Run() {
       auto ctx = Context();
       ctx->set_wait_for_ready(true);
       grpc::Status s = stub_->Lease(ctx.get(), req, &resp);
+      if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+          s.error_message().find("unknown agent") != std::string::npos) {
+        // The coordinator restarted and lost track of us: whatever we hold was re-queued there. Drop it, join
+        // again under a new id, and carry on.
+        spdlog::info("{}: the coordinator no longer knows this agent; registering again", options_.name);
+        if (!inflight_.empty()) AbortWorker("the coordinator restarted", v1::CompleteLeaseRequest::CANCELLED);
+        absl::Status again = Register();
+        if (!again.ok()) {
+          result = again;
+          break;
+        }
+        last_contact = absl::Now();
+        continue;
+      }
       if (!s.ok()) {
         if (Retryable(s) && absl::Now() - last_contact < options_.connect_timeout) {
           if (inflight_.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -275,15 +297,17 @@ absl::Status Agent::Run() {
 void Agent::HeartbeatLoop() {
   while (true) {
     std::vector<std::shared_ptr<Active>> active;
+    std::string agent_id;
     {
       absl::MutexLock l(&mu_);
       auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
       mu_.AwaitWithTimeout(absl::Condition(&stop), heartbeat_interval_);
       if (stopping_) return;
       for (const auto& [id, a] : active_) active.push_back(a);
+      agent_id = heartbeat_id_;
     }
     v1::HeartbeatRequest req;
-    req.set_agent_id(agent_id_);
+    req.set_agent_id(agent_id);
     for (const auto& a : active) req.add_lease_ids(a->lease_id);
     v1::HeartbeatResponse resp;
     auto ctx = Context(heartbeat_interval_ * 3);
@@ -608,6 +632,7 @@ absl::Status Agent::RunTests(const v1::Lease& lease) {
   spec.cwd = Workdir();
   spec.env = ChildEnv(&lease);
   spec.stdout_path = spec.stderr_path = files.output_path;
+  spec.parent_death_signal = SIGKILL;
   if (lease.timeout_ms() > 0) spec.timeout = absl::Milliseconds(lease.timeout_ms());
 
   v1::CompleteLeaseRequest req;

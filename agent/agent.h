@@ -38,6 +38,7 @@ struct AgentOptions {
   // The options carry what the run asks of it (tcp: listen on loopback TCP and return that connection).
   std::function<absl::StatusOr<pg::Connection>(const pg::EmbeddedOptions&)> start_embedded_server;
   absl::Duration connect_timeout = absl::Seconds(60);  // how long to keep retrying an unreachable coordinator
+  std::shared_ptr<grpc::ChannelCredentials> credentials;  // null = plaintext
 };
 
 // Run() is called once, from one thread; Stop() from any thread (a signal handler thread).
@@ -107,7 +108,7 @@ class Agent {
   std::unique_ptr<RunnerAdapter> adapter_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
-  std::string agent_id_;
+  std::string agent_id_;          // written by the control thread only; the heartbeat thread reads heartbeat_id_
   std::string run_id_;
   v1::RunSpec spec_;
   absl::Duration heartbeat_interval_ = absl::Seconds(1);
@@ -131,6 +132,7 @@ class Agent {
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Active>> active_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::string heartbeat_id_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace testshard::agent

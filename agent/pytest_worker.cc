@@ -99,6 +99,9 @@ absl::StatusOr<std::unique_ptr<PytestWorker>> PytestWorker::Start(const WorkerOp
   spec.env["PYTHONPATH"] = pythonpath;
   spec.env["TESTSHARD_WORKER_SOCKET"] = w->socket_path_;
   spec.stdout_path = spec.stderr_path = w->log_path_;
+  // If the agent is killed, its worker goes too: a worker running on alone would run tests the coordinator has
+  // already handed to another agent.
+  spec.parent_death_signal = SIGKILL;
   auto proc = Subprocess::Start(spec);
   if (!proc.ok()) {
     close(listener);

@@ -42,6 +42,23 @@ absl::StatusOr<std::string> LoadToken(const std::string& token_file);
 // 32 random bytes from the kernel, hex encoded.
 std::string RandomToken();
 
+// Transport security for the coordinator's port. Empty cert = plaintext.
+struct ServerTls {
+  std::string cert_file;       // PEM certificate chain
+  std::string key_file;        // PEM private key
+  std::string client_ca_file;  // set: mutual TLS, agents must present a certificate signed by this CA
+};
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(const ServerTls& tls);
+
+// How an agent dials. Plaintext unless `enabled`; roots from ca_file, else the system's.
+struct ClientTls {
+  bool enabled = false;
+  std::string ca_file;
+  std::string cert_file;       // client certificate for mutual TLS
+  std::string key_file;
+};
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(const ClientTls& tls);
+
 }  // namespace testshard
 
 #endif  // TESTSHARD_COMMON_WIRE_H_

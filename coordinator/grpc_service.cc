@@ -237,17 +237,21 @@ grpc::ServerReadReactor<v1::ArtifactChunk>* CoordinatorService::UploadArtifact(g
 
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(const std::string& listen, RunState* run,
                                                                             ServiceOptions options,
+                                                                            const ServerTls& tls,
                                                                             bool allow_remote_plaintext) {
-  if (!IsLocalAddress(listen) && !allow_remote_plaintext) {
+  bool plaintext = tls.cert_file.empty();
+  if (plaintext && !IsLocalAddress(listen) && !allow_remote_plaintext) {
     return absl::InvalidArgumentError(absl::StrCat(
         "refusing to serve plaintext gRPC on ", listen,
-        ": listen on 127.0.0.1 or a unix: socket, or pass --allow-remote-plaintext on a trusted network"));
+        ": give --tls-cert and --tls-key, listen on 127.0.0.1 or a unix: socket, or pass --allow-remote-plaintext "
+        "on a trusted network"));
   }
+  TS_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, MakeServerCredentials(tls));
   auto server = std::unique_ptr<CoordinatorServer>(new CoordinatorServer());
   server->service_ = std::make_unique<CoordinatorService>(run, std::move(options));
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, credentials, &port);
   builder.RegisterService(server->service_.get());
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/wire.h"
 #include "coordinator/handoff_report.h"
 #include "coordinator/run_state.h"
 #include "grpcpp/grpcpp.h"
@@ -51,11 +52,12 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   const ServiceOptions options_;
 };
 
-// A listening server. Loopback or unix-socket addresses only unless `allow_remote_plaintext` (TLS is not there yet).
+// A listening server.
 class CoordinatorServer {
  public:
+  // Without TLS, only loopback or unix-socket addresses unless `allow_remote_plaintext`.
   static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(const std::string& listen, RunState* run,
-                                                                  ServiceOptions options,
+                                                                  ServiceOptions options, const ServerTls& tls,
                                                                   bool allow_remote_plaintext);
   ~CoordinatorServer();
   // The address agents dial, with the real port when the listen port was 0.

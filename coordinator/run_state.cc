@@ -50,6 +50,53 @@ RunState::RunState(RunOptions options, std::unique_ptr<Planner> planner, Clock* 
   }
 }
 
+absl::Status RunState::Restore(const std::vector<JournalEvent>& events) {
+  absl::MutexLock l(&mu_);
+  restoring_ = true;
+  for (const JournalEvent& e : events) {
+    Stage* s = StageByName(e.stage);
+    if (!s) {
+      restoring_ = false;
+      return absl::FailedPreconditionError(
+          absl::StrCat("the journal has stage '", e.stage, "', which the config does not: is this the same run?"));
+    }
+    switch (e.kind) {
+      case JournalEvent::kCollected:
+        for (const std::string& id : e.ids) {
+          if (s->collected.insert(id).second) s->order.push_back(id);
+        }
+        s->status = StageStatus::kRunning;
+        break;
+      case JournalEvent::kAttempt:
+        if (e.final) {
+          Finalize(*s, e.result);
+        } else {
+          Record(*s, e.agent, e.result);
+        }
+        break;
+      case JournalEvent::kStageEnd:
+        s->status = static_cast<StageStatus>(e.status);
+        s->note = e.note;
+        break;
+    }
+  }
+  // Stages that were running get a fresh plan of what has no result yet (pending retries included: their earlier
+  // attempts are kept, so the retry count carries on).
+  for (Stage& s : stages_) {
+    if (s.status != StageStatus::kRunning) continue;
+    s.started = clock_->Now();
+    s.retries.clear();
+    PlanRequest req;
+    for (const std::string& id : s.order) {
+      if (!s.results.count(id)) req.test_ids.push_back(id);
+    }
+    req.agents = std::max(1, options_.expected_agents);
+    s.queue = planner_->Plan(req);
+  }
+  restoring_ = false;
+  return absl::OkStatus();
+}
+
 std::string RunState::RegisterAgent(const std::string& name) {
   absl::MutexLock l(&mu_);
   std::string id = absl::StrCat("agent-", ++next_agent_);
@@ -102,7 +149,8 @@ RunState::Stage* RunState::StageByName(const std::string& name) {
 
 LeaseInfo RunState::NewLease(const std::string& agent_id, Stage& stage, LeaseKind kind) {
   LeaseInfo info;
-  info.id = absl::StrCat("lease-", ++next_lease_);
+  info.id = options_.generation ? absl::StrCat("lease-", options_.generation, "-", ++next_lease_)
+                                 : absl::StrCat("lease-", ++next_lease_);
   info.kind = kind;
   info.agent_id = agent_id;
   info.stage = stage.config.name;
@@ -283,19 +331,53 @@ void RunState::MaybeDrain(const std::string& agent_id) {
   }
 }
 
-void RunState::Record(Stage& stage, Lease& lease, TestCase tc) {
-  lease.reported.insert(tc.id);
+void RunState::Journal(JournalEvent e) {
+  if (options_.journal && !restoring_) options_.journal->Append(e);
+}
+
+void RunState::Finalize(Stage& stage, TestCase tc) {
+  if (stage.results.count(tc.id)) return;
+  JournalEvent e;
+  e.kind = JournalEvent::kAttempt;
+  e.stage = stage.config.name;
+  e.result = tc;
+  e.final = true;
+  Journal(std::move(e));
+  stage.results.emplace(tc.id, std::move(tc));
+}
+
+void RunState::EndStage(Stage& stage, StageStatus status) {
+  stage.status = status;
+  stage.finished = clock_->Now();
+  JournalEvent e;
+  e.kind = JournalEvent::kStageEnd;
+  e.stage = stage.config.name;
+  e.status = static_cast<int>(status);
+  e.note = stage.note;
+  Journal(std::move(e));
+  CurrentStage();  // marks the stages this one's end rules out (skipped) at once, so done() is current
+}
+
+void RunState::Record(Stage& stage, const std::string& agent_id, TestCase tc) {
   if (stage.results.count(tc.id)) return;  // already known; never counted twice
-  AgentStats& agent = agents_[lease.info.agent_id];
-  ++agent.results;
-  if (IsFailure(tc.result.outcome)) {
-    ++agent.failures;
-    MaybeDrain(lease.info.agent_id);
+  JournalEvent e;
+  e.kind = JournalEvent::kAttempt;
+  e.stage = stage.config.name;
+  e.result = tc;
+  e.agent = agent_id;
+  Journal(std::move(e));
+  if (!agent_id.empty() && agents_.count(agent_id)) {
+    AgentStats& agent = agents_[agent_id];
+    ++agent.results;
+    if (IsFailure(tc.result.outcome)) {
+      ++agent.failures;
+      MaybeDrain(agent_id);
+    }
   }
   std::vector<TestAttempt>& earlier = stage.attempts[tc.id];
   if (IsFailure(tc.result.outcome) && static_cast<int>(earlier.size()) < stage.config.retries && !stage.cancelling) {
     earlier.push_back(tc.result);
-    stage.retries.push_back({tc.id, lease.info.agent_id, clock_->Now()});
+    stage.retries.push_back({tc.id, agent_id, clock_->Now()});
     return;
   }
   tc.reruns = std::move(earlier);
@@ -327,7 +409,7 @@ absl::Status RunState::ReportResults(const std::string& agent_id, const std::str
     }
   }
   for (const TestCase& tc : results) {
-    if (!lease->reported.count(tc.id)) Record(*stage, *lease, tc);
+    if (lease->reported.insert(tc.id).second) Record(*stage, lease->info.agent_id, tc);
   }
   if (cancel_reason && lease->state == Lease::kCancelled) {
     *cancel_reason = lease->cancel_reason.empty() ? "cancelled" : lease->cancel_reason;
@@ -350,20 +432,29 @@ absl::Status RunState::CompleteLease(const std::string& agent_id, const std::str
   if (lease->info.kind == LeaseKind::kDiscover) {
     if (stage->status != StageStatus::kDiscovering) return absl::OkStatus();
     if (was_cancelled || cancelled_) {
-      stage->status = StageStatus::kCancelled;
       stage->note = lease->cancel_reason;
+      EndStage(*stage, StageStatus::kCancelled);
     } else if (c.status != Completion::kOk) {
-      stage->status = StageStatus::kFailed;
-      stage->finished = clock_->Now();
       stage->note = c.status == Completion::kCollectionError ? "collection failed" : "could not collect";
       std::string details = c.error.empty() ? c.stderr_tail : c.error;
       TestCase tc = Synthetic(stage->config.name + "::collection", Outcome::kError, stage->note, details);
       stage->order.push_back(tc.id);
-      stage->results.emplace(tc.id, std::move(tc));
+      JournalEvent collected;
+      collected.kind = JournalEvent::kCollected;
+      collected.stage = stage->config.name;
+      collected.ids = {tc.id};
+      Journal(std::move(collected));
+      Finalize(*stage, std::move(tc));
+      EndStage(*stage, StageStatus::kFailed);
     } else {
       for (const std::string& id : c.collected) {
         if (stage->collected.insert(id).second) stage->order.push_back(id);
       }
+      JournalEvent collected;
+      collected.kind = JournalEvent::kCollected;
+      collected.stage = stage->config.name;
+      collected.ids = stage->order;
+      Journal(std::move(collected));
       PlanRequest req;
       req.test_ids = stage->order;
       req.agents = std::max<int>(options_.expected_agents, static_cast<int>(agents_.size()));
@@ -390,11 +481,11 @@ absl::Status RunState::CompleteLease(const std::string& agent_id, const std::str
   std::string reason = c.error.empty() ? "the agent reported no result" : c.error;
   for (const std::string& id : lease->info.test_ids) {
     if (lease->reported.count(id) || stage->results.count(id) || requeue.count(id)) continue;
+    lease->reported.insert(id);
     if (was_cancelled || c.status == Completion::kCancelled) {
-      Record(*stage, *lease,
-             Synthetic(id, Outcome::kNotRun, lease->cancel_reason.empty() ? "cancelled" : lease->cancel_reason, ""));
+      Finalize(*stage, Synthetic(id, Outcome::kNotRun, lease->cancel_reason.empty() ? "cancelled" : lease->cancel_reason, ""));
     } else {
-      Record(*stage, *lease, Synthetic(id, Outcome::kError, reason, c.stderr_tail));
+      Record(*stage, lease->info.agent_id, Synthetic(id, Outcome::kError, reason, c.stderr_tail));
     }
   }
   MaybeFinishStage(*stage);
@@ -413,13 +504,13 @@ void RunState::CancelStage(Stage& stage, const std::string& reason) {
     tc.result = earlier.back();
     earlier.pop_back();
     tc.reruns = std::move(earlier);
-    stage.results.emplace(r.id, std::move(tc));
+    Finalize(stage, std::move(tc));
   }
   stage.retries.clear();
   if (stage.queue) {
     while (std::optional<Batch> b = stage.queue->Next("")) {
       for (const std::string& id : b->test_ids) {
-        if (!stage.results.count(id)) stage.results.emplace(id, Synthetic(id, Outcome::kNotRun, reason, ""));
+        if (!stage.results.count(id)) Finalize(stage, Synthetic(id, Outcome::kNotRun, reason, ""));
       }
     }
   }
@@ -436,15 +527,14 @@ void RunState::MaybeFinishStage(Stage& stage) {
   if (stage.queue && stage.queue->remaining() > 0 && !stage.cancelling) return;
   if (!stage.retries.empty() && !stage.cancelling) return;
   if (ActiveLeases(stage)) return;
-  stage.finished = clock_->Now();
   bool failed = false;
   for (const auto& [id, tc] : stage.results) failed |= IsFailure(tc.result.outcome);
   if (failed) {
-    stage.status = StageStatus::kFailed;
+    EndStage(stage, StageStatus::kFailed);
   } else if (cancelled_ || stage.cancelling) {
-    stage.status = StageStatus::kCancelled;
+    EndStage(stage, StageStatus::kCancelled);
   } else {
-    stage.status = StageStatus::kPassed;
+    EndStage(stage, StageStatus::kPassed);
   }
 }
 
@@ -466,13 +556,27 @@ void RunState::ExpireLocked() {
     }
     if (was_cancelled || stage->cancelling) {
       std::string reason = lease.cancel_reason.empty() ? stage->note : lease.cancel_reason;
-      for (const std::string& t : unfinished) stage->results.emplace(t, Synthetic(t, Outcome::kNotRun, reason, ""));
+      for (const std::string& t : unfinished) Finalize(*stage, Synthetic(t, Outcome::kNotRun, reason, ""));
     } else {
       // The agent is gone or cut off: its unfinished tests run elsewhere.
       stage->queue->Return(std::move(unfinished));
     }
     MaybeFinishStage(*stage);
   }
+}
+
+void RunState::AgentGone(const std::string& name) {
+  absl::MutexLock l(&mu_);
+  const absl::Time now = clock_->Now();
+  for (auto& [id, lease] : leases_) {
+    auto agent = agents_.find(lease.info.agent_id);
+    if (agent == agents_.end() || agent->second.name != name) continue;
+    if (lease.state == Lease::kActive || lease.state == Lease::kCancelled) lease.info.deadline = now;
+  }
+  for (auto& [id, a] : agents_) {
+    if (a.name == name) dismissed_.insert(id);
+  }
+  ExpireLocked();
 }
 
 void RunState::ExpireLeases() {

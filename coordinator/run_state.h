@@ -17,6 +17,7 @@
 #include "common/config.h"
 #include "common/test_result.h"
 #include "coordinator/planner.h"
+#include "coordinator/run_journal.h"
 
 namespace testshard::coordinator {
 
@@ -76,6 +77,8 @@ struct RunOptions {
   int expected_agents = 1;                    // shards to plan for when fewer have registered yet
   absl::Duration lease_ttl = absl::Seconds(30);  // renewed by every heartbeat
   absl::Duration wait_hint = absl::Milliseconds(100);
+  RunJournal* journal = nullptr;              // where results are kept for a restart; may be null
+  int generation = 0;                         // restarts so far: lease ids never repeat across restarts
 };
 
 // pytest-like exit codes.
@@ -86,6 +89,10 @@ enum ExitCode { kExitOk = 0, kExitTestsFailed = 1, kExitInterrupted = 2, kExitIn
 class RunState {
  public:
   RunState(RunOptions options, std::unique_ptr<Planner> planner, Clock* clock);
+
+  // Rebuilds the run from a journal before serving: results are kept, collected stages are re-planned with the
+  // tests that have no result yet. Events for stages the config no longer has are an error.
+  absl::Status Restore(const std::vector<JournalEvent>& events);
 
   std::string RegisterAgent(const std::string& name);
   bool KnownAgent(const std::string& agent_id) const;
@@ -115,6 +122,9 @@ class RunState {
 
   // Moves expired leases back to the queue. Called by the other methods too; call it periodically.
   void ExpireLeases();
+  // The agents named `name` are known to be gone (their process exited): their leases expire now rather than
+  // after the lease TTL.
+  void AgentGone(const std::string& name);
 
   bool done() const;
   // True once every registered agent has been told the run is done (so the server may stop).
@@ -164,7 +174,13 @@ class RunState {
   void ExpireLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeFinishStage(Stage& stage) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CancelStage(Stage& stage, const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Record(Stage& stage, Lease& lease, TestCase tc) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes one attempt at a test: final, or queued for a retry. Journals it.
+  void Record(Stage& stage, const std::string& agent_id, TestCase tc) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a result the coordinator decided (not run, collection error) as final.
+  void Finalize(Stage& stage, TestCase tc) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndStage(Stage& stage, StageStatus status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Journal(JournalEvent e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool restoring_ ABSL_GUARDED_BY(mu_) = false;
   Lease* FindLease(const std::string& agent_id, const std::string& lease_id, absl::Status* why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Stage* StageByName(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -392,5 +392,71 @@ TEST_F(RunStateTest, AnAgentWhoseTestsAllFailIsDrained) {
   EXPECT_THAT(w.reason, HasSubstr("drained"));
 }
 
+TEST_F(RunStateTest, AGoneAgentsShardIsRequeuedWithoutWaitingForItsLease) {
+  Start({Stage("unit")}, 1);
+  std::string a = run_->RegisterAgent("local-1");
+  Discover(a, Ids("u.py", 2));
+  LeaseInfo la = Take(a);
+  std::string b = run_->RegisterAgent("local-2");
+  EXPECT_EQ(run_->NextWork(b).kind, Work::kWait);
+  run_->AgentGone("local-1");  // no clock advance: the process is known dead
+  LeaseInfo lb = Take(b);
+  EXPECT_EQ(lb.test_ids, la.test_ids);
+  EXPECT_THAT(run_->ReportResults(a, la.id, {}), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("expired")));
+}
+
+class MemoryJournal : public RunJournal {
+ public:
+  void Append(const JournalEvent& e) override { events.push_back(e); }
+  std::vector<JournalEvent> events;
+};
+
+// A coordinator restarted mid-stage keeps every result it had and hands out only what had none.
+TEST_F(RunStateTest, RestoredRunKeepsResultsAndRequeuesTheRest) {
+  MemoryJournal journal;
+  RunOptions options;
+  options.stages = {Stage("unit"), Stage("security")};
+  options.journal = &journal;
+  auto first = std::make_unique<RunState>(options, std::make_unique<EqualCountPlanner>(), &clock_);
+  std::string a = first->RegisterAgent("a");
+  Work d = first->NextWork(a);
+  Completion c;
+  c.collected = Ids("u.py", 4);
+  ASSERT_THAT(first->CompleteLease(a, d.lease.id, c), IsOk());
+  Work w = first->NextWork(a);
+  ASSERT_THAT(first->ReportResults(a, w.lease.id, {Result("u.py::t0", Outcome::kPassed),
+                                                   Result("u.py::t1", Outcome::kFailed)}),
+              IsOk());
+  first.reset();  // the coordinator dies with t2 and t3 unreported
+
+  options.generation = 1;
+  RunState second(options, std::make_unique<EqualCountPlanner>(), &clock_);
+  ASSERT_THAT(second.Restore(journal.events), IsOk());
+  std::string b = second.RegisterAgent("b");
+  EXPECT_THAT(second.ReportResults(b, w.lease.id, {}), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("unknown lease")));
+  Work again = second.NextWork(b);
+  ASSERT_EQ(again.kind, Work::kLease);
+  EXPECT_EQ(again.lease.test_ids, (std::vector<std::string>{"u.py::t2", "u.py::t3"}));
+  EXPECT_NE(again.lease.id, w.lease.id);
+  ASSERT_THAT(second.ReportResults(b, again.lease.id, {Result("u.py::t2", Outcome::kPassed),
+                                                       Result("u.py::t3", Outcome::kPassed)}),
+              IsOk());
+  ASSERT_THAT(second.CompleteLease(b, again.lease.id, {}), IsOk());
+  EXPECT_TRUE(second.done());  // unit failed (t1), so security is skipped
+  auto report = second.Report();
+  ASSERT_EQ(report.size(), 1u);
+  ASSERT_EQ(report[0].cases.size(), 4u);
+  EXPECT_EQ(report[0].cases[1].result.outcome, Outcome::kFailed);
+  EXPECT_EQ(second.exit_code(), kExitTestsFailed);
+}
+
+TEST_F(RunStateTest, RestoreRefusesAJournalFromAnotherConfig) {
+  Start({Stage("unit")});
+  JournalEvent e;
+  e.kind = JournalEvent::kCollected;
+  e.stage = "renamed";
+  EXPECT_THAT(run_->Restore({e}), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("'renamed'")));
+}
+
 }  // namespace
 }  // namespace testshard::coordinator

@@ -24,6 +24,8 @@ struct AgentFlags {
   std::string work_dir;
   std::string token_file;
   std::string database_url;
+  int connect_timeout_s = 60;
+  ClientTls tls;
 };
 
 int RunAgent(const AgentFlags& flags) {
@@ -36,7 +38,14 @@ int RunAgent(const AgentFlags& flags) {
     std::fprintf(stderr, "testshard agent: %s\n", std::string(token.status().message()).c_str());
     return 4;
   }
+  auto credentials = MakeChannelCredentials(flags.tls);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "testshard agent: %s\n", std::string(credentials.status().message()).c_str());
+    return 4;
+  }
   agent::AgentOptions o;
+  o.credentials = *credentials;
+  o.connect_timeout = absl::Seconds(flags.connect_timeout_s);
   o.coordinator = flags.coordinator;
   o.token = *token;
   char host[256] = "agent";
@@ -90,7 +99,16 @@ void AddAgentCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--token-file", flags->token_file, "file holding the token");
   cmd->add_option("--database-url", flags->database_url,
                   "admin URL of the PostgreSQL server to clone databases on (default: the run's, else embedded)");
-  cmd->callback([flags, exit_code] { *exit_code = RunAgent(*flags); });
+  cmd->add_option("--connect-timeout", flags->connect_timeout_s,
+                  "seconds to keep retrying an unreachable coordinator")->capture_default_str();
+  cmd->add_flag("--tls", flags->tls.enabled, "dial the coordinator over TLS (system roots unless --tls-ca)");
+  cmd->add_option("--tls-ca", flags->tls.ca_file, "PEM CA that signed the coordinator's certificate (implies --tls)");
+  cmd->add_option("--tls-cert", flags->tls.cert_file, "PEM client certificate for mutual TLS (implies --tls)");
+  cmd->add_option("--tls-key", flags->tls.key_file, "PEM private key for --tls-cert");
+  cmd->callback([flags, exit_code] {
+    flags->tls.enabled |= !flags->tls.ca_file.empty() || !flags->tls.cert_file.empty();
+    *exit_code = RunAgent(*flags);
+  });
 }
 
 }  // namespace testshard

@@ -33,7 +33,24 @@ struct RunFlags {
   std::string token_file;
   std::string database_url;
   bool allow_remote_plaintext = false;
+  ServerTls tls;
+  std::string resume;  // coordinator: run id to continue
+  double lease_ttl_s = 15;
+  double heartbeat_s = 1;
 };
+
+void AddLeaseFlags(CLI::App* cmd, RunFlags* flags) {
+  cmd->add_option("--lease-ttl", flags->lease_ttl_s,
+                  "seconds without a heartbeat before an agent's shard is given to another agent")
+      ->capture_default_str()->check(CLI::Range(0.5, 3600.0));
+  cmd->add_option("--heartbeat", flags->heartbeat_s, "seconds between agent heartbeats")
+      ->capture_default_str()->check(CLI::Range(0.05, 600.0));
+}
+
+void ApplyLeaseFlags(const RunFlags& flags, SessionOptions* so) {
+  so->lease_ttl = absl::Seconds(flags.lease_ttl_s);
+  so->heartbeat = absl::Seconds(flags.heartbeat_s);
+}
 
 absl::StatusOr<Config> Load(const std::string& flag) {
   std::string path = flag;
@@ -111,6 +128,7 @@ int RunLocal(const RunFlags& flags) {
   so.server_url = server_url;
   so.run_id = RandomToken().substr(0, 12);
   so.run_dir = MakeRunDir(*config, so.run_id);
+  ApplyLeaseFlags(flags, &so);
   auto session = Session::Start(*config, so);
   if (!session.ok()) return Fail(session.status());
   std::printf("testshard: run %s, %zu stage(s), %d agent(s), branch '%s'\n", (*session)->run_id().c_str(),
@@ -136,6 +154,8 @@ int RunLocal(const RunFlags& flags) {
       ProcessResult r;
       if (!exited[i] && children[i].Poll(&r)) {
         exited[i] = true;
+        // Its shard need not wait out the lease: hand it to the others now.
+        (*session)->run().AgentGone(absl::StrCat("local-", i + 1));
         if (!r.ok() && !(*session)->run().done()) {
           std::string log = absl::StrCat(so.run_dir, "/agent-", i + 1, ".log");
           std::fprintf(stderr, "\ntestshard: agent local-%zu stopped (%s); its log ends:\n%s\n", i + 1,
@@ -184,13 +204,21 @@ int RunCoordinator(const RunFlags& flags) {
   SessionOptions so;
   so.listen = flags.listen;
   so.allow_remote_plaintext = flags.allow_remote_plaintext;
+  so.tls = flags.tls;
   so.agents = std::max(1, flags.agents > 0 ? flags.agents : config->agents);
   so.branch = DetectBranch(flags.branch, ProjectDir(*config));
   so.token = token;
   so.server_url = !flags.database_url.empty() ? flags.database_url
                   : config->database.mode == DatabaseConfig::Mode::kServer ? config->database.url : "";
-  so.run_id = RandomToken().substr(0, 12);
+  so.resume = !flags.resume.empty();
+  so.run_id = so.resume ? flags.resume : RandomToken().substr(0, 12);
+  if (so.resume && (CheckArtifactName(so.run_id).ok() == false ||
+                    !fs::exists(ProjectDir(*config) + "/.testshard/runs/" + so.run_id + "/journal.jsonl"))) {
+    return Fail(absl::NotFoundError(absl::StrCat("no run ", so.run_id, " to resume under ", ProjectDir(*config),
+                                                 "/.testshard/runs")));
+  }
   so.run_dir = MakeRunDir(*config, so.run_id);
+  ApplyLeaseFlags(flags, &so);
   auto session = Session::Start(*config, so);
   if (!session.ok()) return Fail(session.status());
   std::printf("testshard: coordinator for run %s listening on %s; start agents with\n"
@@ -218,6 +246,7 @@ void AddRunCommands(CLI::App& app, int* exit_code) {
   run->add_option("--agents", flags->agents, "local agents (default: config, else one per core)")->check(CLI::Range(1, 1024));
   run->add_option("--junit-out", flags->junit_out, "where to write the merged JUnit XML (default testshard-report.xml)");
   run->add_option("--branch", flags->branch, "branch for stages limited to branches (default: CI env, else git)");
+  AddLeaseFlags(run, flags.get());
   run->callback([flags, exit_code] { *exit_code = RunLocal(*flags); });
 
   CLI::App* coord = app.add_subcommand("coordinator", "Serve a run to agents that dial in over gRPC");
@@ -232,6 +261,13 @@ void AddRunCommands(CLI::App& app, int* exit_code) {
                     "admin URL of a PostgreSQL server all agents clone from (default: each agent's own)");
   coord->add_flag("--allow-remote-plaintext", flags->allow_remote_plaintext,
                   "serve plaintext gRPC on a non-loopback address (trusted networks only)");
+  coord->add_option("--tls-cert", flags->tls.cert_file, "PEM certificate chain: serve TLS");
+  coord->add_option("--tls-key", flags->tls.key_file, "PEM private key for --tls-cert");
+  coord->add_option("--tls-client-ca", flags->tls.client_ca_file,
+                    "PEM CA: require agents to present a certificate it signed (mutual TLS)");
+  coord->add_option("--resume", flags->resume,
+                    "continue run RUN_ID after a coordinator restart: its results are kept, the rest re-queued");
+  AddLeaseFlags(coord, flags.get());
   coord->callback([flags, exit_code] { *exit_code = RunCoordinator(*flags); });
 }
 

@@ -98,13 +98,26 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, co
   s->run_id_ = options.run_id.empty() ? RandomToken().substr(0, 12) : options.run_id;
   s->started_ = absl::Now();
   s->tty_ = isatty(STDOUT_FILENO);
+  std::string journal_path = options.run_dir + "/journal.jsonl";
+  std::vector<coordinator::JournalEvent> events;
+  if (options.resume) {
+    TS_ASSIGN_OR_RETURN(events, coordinator::FileRunJournal::Read(journal_path));
+  }
+  TS_ASSIGN_OR_RETURN(s->journal_, coordinator::FileRunJournal::Open(journal_path));
   coordinator::RunOptions ro;
+  ro.journal = s->journal_.get();
+  // Lease ids from before a restart must never be mistaken for new ones.
+  ro.generation = options.resume ? static_cast<int>(absl::ToUnixSeconds(absl::Now()) % 1000000000) : 0;
   ro.stages = config.stages;
   ro.branch = options.branch;
   ro.expected_agents = std::max(1, options.agents);
   ro.lease_ttl = options.lease_ttl;
   s->run_ = std::make_unique<coordinator::RunState>(ro, std::make_unique<coordinator::EqualCountPlanner>(),
                                                     RealClock::Get());
+  if (options.resume) {
+    TS_RETURN_IF_ERROR(s->run_->Restore(events));
+    std::printf("testshard: resumed run %s from %zu journal entries\n", s->run_id_.c_str(), events.size());
+  }
   coordinator::ServiceOptions so;
   so.run_id = s->run_id_;
   so.token = options.token;
@@ -113,7 +126,7 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, co
   so.heartbeat_interval = options.heartbeat;
   s->handoff_ = std::make_unique<coordinator::HandoffReport>(config.database.handoff_check);
   so.handoff = s->handoff_.get();
-  TS_ASSIGN_OR_RETURN(s->server_, coordinator::CoordinatorServer::Start(options.listen, s->run_.get(), so,
+  TS_ASSIGN_OR_RETURN(s->server_, coordinator::CoordinatorServer::Start(options.listen, s->run_.get(), so, options.tls,
                                                                          options.allow_remote_plaintext));
   return s;
 }

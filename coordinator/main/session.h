@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/config.h"
+#include "common/wire.h"
 #include "coordinator/grpc_service.h"
 #include "coordinator/handoff_report.h"
 #include "coordinator/run_state.h"
@@ -18,6 +19,7 @@ namespace testshard {
 struct SessionOptions {
   std::string listen = "127.0.0.1:0";
   bool allow_remote_plaintext = false;
+  ServerTls tls;
   int agents = 1;             // shards to plan for
   std::string branch;
   std::string token;
@@ -26,6 +28,7 @@ struct SessionOptions {
   std::string run_dir;        // artifacts and logs
   absl::Duration heartbeat = absl::Seconds(1);
   absl::Duration lease_ttl = absl::Seconds(15);
+  bool resume = false;        // continue the run whose journal is in run_dir
 };
 
 // Called from the main thread only.
@@ -50,6 +53,7 @@ class Session {
   Config config_;
   std::string run_id_;
   absl::Time started_;
+  std::unique_ptr<coordinator::FileRunJournal> journal_;
   std::unique_ptr<coordinator::RunState> run_;
   std::unique_ptr<coordinator::HandoffReport> handoff_;  // outlives server_, which feeds it
   std::unique_ptr<coordinator::CoordinatorServer> server_;
