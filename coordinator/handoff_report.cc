@@ -46,10 +46,14 @@ std::string HandoffReport::Summary() const {
   for (const HandoffFinding& f : all) {
     if (f.kind == HandoffFinding::Kind::kForeignDatabase) agents_by_db[f.database].insert(f.agent);
   }
-  bool serious = false;
-  for (const HandoffFinding& f : all) serious |= Serious(f);
-  std::string out = serious ? "\nDatabase hand-off: the suite does not keep to the databases testshard hands it\n"
-                            : "\nDatabase hand-off:\n";
+  bool serious = false, leftovers = false;
+  for (const HandoffFinding& f : all) {
+    serious |= Serious(f);
+    leftovers |= f.kind == HandoffFinding::Kind::kLeftoverTables;
+  }
+  std::string out = !agents_by_db.empty() ? "\nDatabase hand-off: the suite does not keep to the databases testshard hands it\n"
+                    : leftovers ? "\nDatabase hand-off: tests failed on tables an earlier test process left behind\n"
+                                : "\nDatabase hand-off:\n";
   for (const auto& [db, agents] : agents_by_db) {
     if (agents.size() > 1) {
       absl::StrAppend(&out, "  database \"", db, "\" was used by the tests of ", agents.size(), " agents (",

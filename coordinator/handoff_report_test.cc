@@ -76,6 +76,7 @@ TEST(HandoffReportTest, LeftoverTablesFailTheRun) {
   f.message = "set reset = \"shard\"";
   r.Add(f);
   EXPECT_TRUE(r.Fails());
+  EXPECT_THAT(r.Summary(), HasSubstr("tests failed on tables an earlier test process left behind"));
   auto suite = r.Suite();
   ASSERT_TRUE(suite.has_value());
   EXPECT_EQ(suite->cases[0].name, "leftover_tables[local-3]");

@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "gmock/gmock.h"
@@ -338,6 +339,73 @@ markers = "handoff"
   EXPECT_EQ(r.process.exit_code, 1) << r.output;
   EXPECT_THAT(r.output, HasSubstr("its tests worked in the server's maintenance database \"postgres\""));
   EXPECT_THAT(r.output, HasSubstr("None of PGHOST, PGPORT, PGUSER (from [database.env]) carries the database's name"));
+}
+
+// A suite that owns its tables: each module creates "ledger" when it starts and drops it when it ends. The first
+// time each module runs, its worker dies mid-module, so the DROP never runs; on the same database the module's
+// remaining tests then fail to create the table. The run names the leftover table as the cause and says what to do.
+std::string TableOwningModule(const std::string& name) {
+  return absl::StrReplaceAll(R"PY(
+"""Creates its table when the module starts and drops it when the module ends."""
+import os, signal, psycopg2, pytest
+
+pytestmark = pytest.mark.handoff
+FLAG = os.path.join(os.path.dirname(__file__), "..", "died-in-MODULE")
+
+
+@pytest.fixture(scope="module")
+def db():
+    conn = psycopg2.connect(os.environ["DATABASE_URL"])
+    conn.autocommit = True
+    conn.cursor().execute("CREATE TABLE ledger (id serial PRIMARY KEY, module text NOT NULL)")
+    yield conn
+    conn.cursor().execute("DROP TABLE ledger")
+    conn.close()
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_rows(db, i):
+    if i == 2 and not os.path.exists(FLAG):
+        open(FLAG, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-module: the DROP never runs
+    cur = db.cursor()
+    cur.execute("INSERT INTO ledger (module) VALUES ('MODULE')")
+    cur.execute("SELECT count(*) FROM ledger WHERE module <> 'MODULE'")
+    assert cur.fetchone()[0] == 0
+)PY",
+                             {{"MODULE", name}});
+}
+
+std::string TableOwningConfig(const std::string& stage_extra) {
+  return absl::StrCat(R"TOML(command = ["/usr/bin/python3", "-m", "pytest"]
+
+[database]
+setup = [["/usr/bin/python3", "-c", "print('the suite makes its own tables')"]]
+env = { DATABASE_URL = "{url}" }
+
+[[stages]]
+name = "owns"
+markers = "handoff"
+retries = 1
+)TOML", stage_extra);
+}
+
+TEST_F(HandoffE2eTest, TablesLeftByADeadWorkerAreNamedAsTheCauseOfFailures) {
+  for (const char* m : {"orders", "invoices", "shipments"}) {
+    project_.Write(absl::StrCat("tests/test_", m, ".py"), TableOwningModule(m));
+  }
+  project_.Write("testshard.toml", TableOwningConfig(""));
+  Project::Result r = Run();
+  EXPECT_EQ(r.process.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("relation \"ledger\" already exists"));
+  EXPECT_THAT(r.output, HasSubstr("Database hand-off: tests failed on tables an earlier test process left behind"));
+  EXPECT_THAT(r.output, HasSubstr("left tables the fresh database does not have (public.ledger)"));
+  EXPECT_THAT(r.output, HasSubstr("set reset = \"shard\" for stage 'owns'"));
+  Report report = ReadBack();
+  ASSERT_TRUE(report.parsed) << report.error;
+  bool leftover_case = false;
+  for (const ReportedCase& c : report.cases) leftover_case |= absl::StartsWith(c.name, "leftover_tables[");
+  EXPECT_TRUE(leftover_case) << project_.Read("report.xml");
 }
 
 }  // namespace
