@@ -113,7 +113,8 @@ std::vector<ServerSession> HandoffLedger::NeedOwner(const std::vector<ServerSess
   std::vector<ServerSession> out;
   for (const ServerSession& s : sessions) {
     if (absl::StartsWith(ToAbsl(s.application_name), ToAbsl(kTestApplicationPrefix))) continue;
-    if (IsOwn(s.datname) || seen_.count(s.pid)) continue;
+    auto known = seen_.find(s.pid);
+    if (IsOwn(s.datname) || (known != seen_.end() && known->second.backend_start == s.backend_start)) continue;
     out.push_back(s);
   }
   return out;
@@ -122,16 +123,18 @@ std::vector<ServerSession> HandoffLedger::NeedOwner(const std::vector<ServerSess
 void HandoffLedger::Observe(const std::vector<ServerSession>& sessions, const std::set<int>& resolved) {
   for (const ServerSession& s : sessions) {
     bool tagged = s.application_name == identity_.application_name;
+    auto known = seen_.find(s.pid);
     bool ours = tagged || resolved.count(s.pid) > 0 ||
-                // A session seen as ours before keeps being ours (its backend pid is unique while it lives).
-                (seen_.count(s.pid) && seen_[s.pid].datname == s.datname && seen_[s.pid].usename == s.usename);
+                // A session found to be ours stays ours: its client is looked up once.
+                (known != seen_.end() && known->second.backend_start == s.backend_start &&
+                 known->second.datname == s.datname);
     if (!ours || s.datname.empty()) continue;
     bool maintenance_ok = IsMaintenanceDatabase(s.datname) && IsMaintenanceStatement(s.query);
     bool own = IsOwn(s.datname) || maintenance_ok;
     auto [it, fresh] = seen_.try_emplace(s.pid);
     Seen& seen = it->second;
-    if (fresh) {
-      seen = Seen{s.datname, s.usename, s.application_name, stage_, test_, Shown(s.query), tagged, own};
+    if (fresh || seen.backend_start != s.backend_start) {  // new, or a reused pid
+      seen = Seen{s.datname, s.usename, s.application_name, stage_, test_, Shown(s.query), s.backend_start, tagged, own};
     } else if (!own && seen.own) {
       seen.own = false;  // a maintenance session that went on to do real work
       seen.query = Shown(s.query);

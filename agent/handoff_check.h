@@ -37,6 +37,7 @@ struct ServerSession {
   std::string state;      // active, idle, idle in transaction, ...
   std::string query;      // the current or last statement, trimmed
   int client_port = -1;   // the client's TCP port; -1 for a unix-socket client
+  std::string backend_start;  // with pid, names the session uniquely (pids are reused)
 };
 
 // The application_name an agent's test processes carry: "testshard tests <run>/<agent>", at most 63 bytes (longer
@@ -71,7 +72,7 @@ class HandoffLedger {
   };
   // A session of the agent's tests, as first seen.
   struct Seen {
-    std::string datname, usename, application_name, stage, test, query;
+    std::string datname, usename, application_name, stage, test, query, backend_start;
     bool tagged = false;  // recognised by application_name (else by its client process)
     bool own = false;     // in the agent's database, one derived from it, or doing maintenance
   };

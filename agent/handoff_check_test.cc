@@ -133,6 +133,19 @@ TEST(HandoffLedgerTest, AdviceSaysWhenNoVariableNamesTheDatabase) {
   EXPECT_THAT(f[0].message, HasSubstr("None of PGHOST, PGPORT (from [database.env]) carries the database's name"));
 }
 
+TEST(HandoffLedgerTest, AReusedBackendPidIsNotTakenForTheSessionBefore) {
+  HandoffLedger l = Ledger();
+  ServerSession mine = Session(2, "elsewhere", "");
+  mine.backend_start = "100.5";
+  l.Observe({mine}, {2});
+  ASSERT_THAT(l.TakeFindings(), SizeIs(1));
+  ServerSession stranger = Session(2, "elsewhere", "");
+  stranger.backend_start = "200.5";
+  EXPECT_THAT(l.NeedOwner({stranger}), SizeIs(1));  // a new session: its client must be looked up again
+  l.Observe({stranger}, {});
+  EXPECT_FALSE(l.seen().count(2) && l.seen().at(2).backend_start == "200.5");
+}
+
 TEST(HandoffLedgerTest, MaintenanceDatabaseIsFineUntilTheTestsWorkThere) {
   HandoffLedger l = Ledger();
   l.Observe({Session(5, "postgres", kApp, "CREATE DATABASE \"test_ts_run1_agent_1\"")}, {});

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
+#include <set>
 #include <pqxx/pqxx>
 
 #include "absl/strings/str_cat.h"
@@ -18,7 +20,8 @@ namespace {
 // Client backends only (not autovacuum, walwriter, ...), and not the monitor's own session.
 constexpr char kSessionsQuery[] =
     "SELECT pid, coalesce(datname, ''), coalesce(usename, ''), coalesce(application_name, ''), "
-    "coalesce(state, ''), left(coalesce(query, ''), 400), coalesce(client_port, -1) "
+    "coalesce(state, ''), left(coalesce(query, ''), 400), coalesce(client_port, -1), "
+    "coalesce(extract(epoch FROM backend_start)::text, '') "
     "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
 
 // Tables and views the suite can create; not the catalogs, toast or temporary schemas.
@@ -37,6 +40,9 @@ std::string Conninfo(const pg::Connection& c) {
 struct HandoffMonitor::Sampler {
   // One connection kept open (a connection per sample would start a backend each time); re-made after an error.
   std::unique_ptr<pqxx::connection> conn;
+  // Sessions (pid, backend_start) whose client was already looked up; ones found to be the agent's stay in the
+  // ledger's seen(), so a lookup is never repeated.
+  std::set<std::pair<int, std::string>> checked;
 };
 
 HandoffMonitor::HandoffMonitor(HandoffMonitorOptions options)
@@ -98,6 +104,7 @@ void HandoffMonitor::Sample() {
       s.state = r[4].c_str();
       s.query = r[5].c_str();
       s.client_port = r[6].as<int>();
+      s.backend_start = r[7].c_str();
       sessions.push_back(std::move(s));
     }
   } catch (const std::exception& e) {
@@ -115,7 +122,13 @@ void HandoffMonitor::Sample() {
     absl::MutexLock l(&mu_);
     unknown = ledger_.NeedOwner(sessions);
   }
-  // Reading /proc and the socket table is done only for sessions nothing else identifies, outside the lock.
+  // Reading /proc and the socket table is done only for sessions nothing else identifies, once per session (its
+  // client does not change), outside the lock.
+  std::set<std::pair<int, std::string>>& checked = sampler_->checked;
+  std::set<std::pair<int, std::string>> present;
+  for (const ServerSession& s : sessions) present.emplace(s.pid, s.backend_start);
+  for (auto it = checked.begin(); it != checked.end();) it = present.count(*it) ? std::next(it) : checked.erase(it);
+  std::erase_if(unknown, [&](const ServerSession& s) { return !checked.emplace(s.pid, s.backend_start).second; });
   std::set<int> ours = unknown.empty() ? std::set<int>() : options_.resolver->Ours(unknown);
   absl::MutexLock l(&mu_);
   ledger_.Observe(sessions, ours);
