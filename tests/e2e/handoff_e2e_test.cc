@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -196,6 +197,34 @@ TEST_P(HandoffFormsE2eTest, EveryTemplateFormReachesTheAgentsOwnDatabase) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, HandoffFormsE2eTest, ::testing::Values("socket", "tcp"));
+
+// `testshard agent` on its own (as on a CI runner) starts its own embedded server; with transport = "tcp" that
+// server listens on loopback too and the agent hands its tests 127.0.0.1 and a port.
+TEST_F(HandoffE2eTest, AnAgentsOwnServerHandsOverTcpWhenAsked) {
+  project_.Write("tests/test_forms.py", kFormsTests);
+  project_.Write("testshard.toml", FormsConfig("tcp"));
+  std::string sock = project_.dir() + "/coordinator.sock";
+  auto start = [&](std::vector<std::string> args, const std::string& log) {
+    ProcessSpec spec;
+    spec.argv = {TESTSHARD_BIN};
+    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+    spec.cwd = project_.dir();
+    spec.env["TESTSHARD_TOKEN"] = "0123456789abcdef0123456789abcdef";
+    spec.stdout_path = spec.stderr_path = project_.dir() + "/" + log;
+    spec.timeout = absl::Minutes(3);
+    auto p = Subprocess::Start(spec);
+    EXPECT_TRUE(p.ok()) << p.status();
+    return std::move(*p);
+  };
+  Subprocess coordinator = start({"coordinator", "--listen", "unix:" + sock, "--agents", "1", "--junit-out",
+                                  "report.xml"}, "coordinator.log");
+  for (int i = 0; i < 200 && !fs::exists(sock); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  Subprocess agent = start({"agent", "--coordinator", "unix:" + sock, "--name", "remote-1"}, "agent.log");
+  EXPECT_EQ(agent.Wait().exit_code, 0) << project_.Read("agent.log");
+  EXPECT_EQ(coordinator.Wait().exit_code, 0) << project_.Read("coordinator.log");
+  Report report = ReadBack();
+  EXPECT_EQ(report.Count(Outcome::kPassed), 21) << project_.Read("coordinator.log") << project_.Read("agent.log");
+}
 
 // The suite takes the server's location from the hand-off but hard-codes its database: every agent's tests meet in
 // "legacy_app". The tests pass - which is what makes it dangerous - and the run says why it fails anyway. The
