@@ -101,7 +101,6 @@ void HandoffLedger::SetDatabase(const std::string& name) {
   if (name == database_) return;
   database_ = name;
   handed_.insert(name);
-  leftover_.reset();
 }
 
 bool HandoffLedger::IsOwn(std::string_view datname) const {
@@ -157,18 +156,17 @@ void HandoffLedger::Observe(const std::vector<ServerSession>& sessions, const st
 
 void HandoffLedger::Leftovers(const TableNames& tables, const std::string& cause) {
   if (tables.empty()) return;
-  if (leftover_ && leftover_->database == database_) {
-    leftover_->tables.insert(tables.begin(), tables.end());
-    return;
-  }
-  leftover_ = Leftover{tables, cause, database_};
+  auto [it, fresh] = leftovers_.try_emplace(database_);
+  if (fresh) it->second.cause = cause;
+  it->second.tables.insert(tables.begin(), tables.end());
 }
 
 void HandoffLedger::Result(const std::string& test_id, bool failed, const std::string& message) {
-  if (!failed || !leftover_) return;
-  if (leftover_->failures++ == 0) {
-    leftover_->first_test = test_id;
-    leftover_->first_message = Shown(message);
+  auto it = leftovers_.find(database_);
+  if (!failed || it == leftovers_.end()) return;
+  if (it->second.failures++ == 0) {
+    it->second.first_test = test_id;
+    it->second.first_message = Shown(message);
   }
 }
 
@@ -239,24 +237,25 @@ std::vector<HandoffFinding> HandoffLedger::TakeFindings() {
     }
     out.push_back(std::move(h));
   }
-  if (leftover_ && leftover_->failures > 0 && !leftover_->reported) {
-    leftover_->reported = true;
+  for (auto& [database, left] : leftovers_) {
+    if (left.failures == 0 || left.reported) continue;
+    left.reported = true;
     HandoffFinding h;
     h.kind = HandoffFinding::Kind::kLeftoverTables;
     h.agent = identity_.agent;
-    h.own_database = leftover_->database;
+    h.own_database = database;
     h.stage = stage_;
-    h.first_test = leftover_->first_test;
-    std::vector<std::string> tables(leftover_->tables.begin(), leftover_->tables.end());
+    h.first_test = left.first_test;
+    std::vector<std::string> tables(left.tables.begin(), left.tables.end());
     if (tables.size() > 8) {
       size_t more = tables.size() - 8;
       tables.resize(8);
       tables.push_back(absl::StrCat("and ", more, " more"));
     }
     h.message = absl::StrCat(
-        "agent ", identity_.agent, ": ", leftover_->failures, " test(s) failed on database \"", leftover_->database,
-        "\" after ", leftover_->cause, " and left tables the fresh database does not have (",
-        absl::StrJoin(tables, ", "), "); the first was ", leftover_->first_test, ": ", leftover_->first_message,
+        "agent ", identity_.agent, ": ", left.failures, " test(s) failed on database \"", database, "\" after ",
+        left.cause, " and left tables the fresh database does not have (", absl::StrJoin(tables, ", "),
+        "); the first was ", left.first_test, ": ", left.first_message,
         ". Tests that create their own tables need a pristine database per shard: set reset = \"shard\" for stage '",
         stage_, "' (or have the suite drop what it creates even when it is interrupted).");
     out.push_back(std::move(h));

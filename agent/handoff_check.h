@@ -79,8 +79,8 @@ class HandoffLedger {
 
   explicit HandoffLedger(Identity identity);
 
-  // The database the agent hands its tests from now on (a new one per shard with reset = "shard"). Databases
-  // handed earlier stay the agent's. Forgets leftovers, which belonged to the previous database.
+  // The database the agent hands its tests from now on (a new one per shard with reset = "shard", the agent's own
+  // again afterwards). Databases handed earlier stay the agent's; leftovers are kept per database.
   void SetDatabase(const std::string& name);
   const std::string& database() const { return database_; }
   void SetStage(const std::string& stage) { stage_ = stage; }
@@ -118,7 +118,7 @@ class HandoffLedger {
   };
   struct Leftover {
     TableNames tables;
-    std::string cause, database;
+    std::string cause;
     int failures = 0;
     std::string first_test, first_message;
     bool reported = false;
@@ -131,7 +131,7 @@ class HandoffLedger {
   std::string stage_, test_;
   std::map<int, Seen> seen_;
   std::map<std::string, Foreign> foreign_;  // by database
-  std::optional<Leftover> leftover_;
+  std::map<std::string, Leftover> leftovers_;  // by database
   std::vector<HandoffFinding> notes_;
 };
 

@@ -183,12 +183,18 @@ TEST(HandoffLedgerTest, FailuresAfterLeftoversSuggestResetShard) {
   EXPECT_THAT(f[0].message, HasSubstr("already exists"));
 }
 
-TEST(HandoffLedgerTest, AFreshDatabaseForgetsLeftovers) {
+TEST(HandoffLedgerTest, FailuresOnAnotherDatabaseAreNotTheLeftoversFault) {
   HandoffLedger l = Ledger();
   l.Leftovers({"public.items"}, "a crash");
-  l.SetDatabase("ts_run1_agent_1_lease_3");
+  l.SetDatabase("ts_run1_agent_1_lease_3");  // reset = "shard": a fresh database for this lease
   l.Result("t", true, "boom");
   EXPECT_THAT(l.TakeFindings(), IsEmpty());
+  l.SetDatabase("ts_run1_agent_1");  // back on the agent's database, which still has them
+  l.Result("u", true, "relation \"items\" already exists");
+  std::vector<HandoffFinding> f = l.TakeFindings();
+  ASSERT_THAT(f, SizeIs(1));
+  EXPECT_EQ(f[0].own_database, "ts_run1_agent_1");
+  EXPECT_EQ(f[0].first_test, "u");
 }
 
 TEST(HandoffLedgerTest, NotesAreTakenOnce) {

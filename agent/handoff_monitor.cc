@@ -147,11 +147,17 @@ absl::StatusOr<TableNames> HandoffMonitor::Tables(const std::string& database) c
 }
 
 void HandoffMonitor::SetDatabase(const std::string& name) {
+  bool fresh;
+  {
+    absl::MutexLock l(&mu_);
+    ledger_.SetDatabase(name);
+    fresh = !baselines_.count(name);
+  }
+  if (!fresh) return;
   auto tables = Tables(name);
   if (!tables.ok()) spdlog::warn("{}: hand-off check: {}", options_.identity.agent, ToStd(tables.status().message()));
   absl::MutexLock l(&mu_);
-  ledger_.SetDatabase(name);
-  baseline_ = tables.ok() ? *tables : TableNames();
+  baselines_[name] = tables.ok() ? *tables : TableNames();
 }
 
 void HandoffMonitor::SetStage(const std::string& stage) {
@@ -181,8 +187,9 @@ void HandoffMonitor::ProcessEnded(const std::string& cause) {
   if (!tables.ok()) return;
   absl::MutexLock l(&mu_);
   TableNames left;
+  const TableNames& baseline = baselines_[database];
   for (const std::string& t : *tables) {
-    if (!baseline_.count(t)) left.insert(t);
+    if (!baseline.count(t)) left.insert(t);
   }
   ledger_.Leftovers(left, cause);
 }

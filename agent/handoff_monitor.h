@@ -4,6 +4,7 @@
 #ifndef TESTSHARD_AGENT_HANDOFF_MONITOR_H_
 #define TESTSHARD_AGENT_HANDOFF_MONITOR_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -35,8 +36,8 @@ class HandoffMonitor {
   static absl::StatusOr<std::unique_ptr<HandoffMonitor>> Start(HandoffMonitorOptions options);
   ~HandoffMonitor();  // Stop()
 
-  // The database the agent hands its tests from now on, fresh from the template: its tables are the baseline
-  // leftovers are measured against.
+  // The database the agent hands its tests from now on. The first time a database is handed it is fresh from the
+  // template: its tables then are the baseline leftovers are measured against.
   void SetDatabase(const std::string& name);
   void SetStage(const std::string& stage);
   void TestStarted(const std::string& test_id);
@@ -66,7 +67,7 @@ class HandoffMonitor {
 
   mutable absl::Mutex mu_;
   HandoffLedger ledger_ ABSL_GUARDED_BY(mu_);
-  TableNames baseline_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, TableNames> baselines_ ABSL_GUARDED_BY(mu_);  // each database's tables when first handed
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int64_t samples_wanted_ ABSL_GUARDED_BY(mu_) = 0;  // Flush() asks for one more
   int64_t samples_done_ ABSL_GUARDED_BY(mu_) = 0;
