@@ -50,7 +50,13 @@ def _settings():
 def pytest_configure(config):
     name = os.environ.get(_ENV, "")
     if not name or hasattr(config, "workerinput"):
-        # Not asked, or inside an xdist worker: pytest-django gives each one test_<NAME>_gwN, created from scratch.
+        return  # not asked, or inside an xdist worker (see below)
+    if getattr(config.option, "numprocesses", None):
+        # pytest-xdist inside the agent: pytest-django gives each xdist worker test_<NAME>_gwN, created from
+        # scratch, and --reuse-db would leave them behind. Let it do just that.
+        warnings.warn(TestshardDjangoWarning(
+            "testshard: django_test_db = \"reuse\" does not apply under pytest-xdist (-n): each xdist worker "
+            "creates and migrates its own test_<NAME>_gwN, inside this agent's namespace"))
         return
     if not config.pluginmanager.hasplugin("django"):
         warnings.warn(TestshardDjangoWarning(
