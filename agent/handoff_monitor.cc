@@ -79,8 +79,13 @@ void HandoffMonitor::Stop() {
 
 void HandoffMonitor::Loop() {
   while (true) {
+    {
+      absl::MutexLock l(&mu_);
+      sampling_ = true;
+    }
     Sample();
     absl::MutexLock l(&mu_);
+    sampling_ = false;
     ++samples_done_;
     auto wake = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || samples_wanted_ > samples_done_; };
     mu_.AwaitWithTimeout(absl::Condition(&wake), options_.interval);
@@ -202,7 +207,8 @@ void HandoffMonitor::Note(const std::string& message) {
 std::vector<HandoffFinding> HandoffMonitor::Flush() {
   absl::MutexLock l(&mu_);
   if (!stopping_) {
-    int64_t target = samples_done_ + 1;
+    // A sample already under way may have read the server before the caller's last event: wait for the next.
+    int64_t target = samples_done_ + (sampling_ ? 2 : 1);
     samples_wanted_ = std::max(samples_wanted_, target);
     auto sampled = [this, target]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || samples_done_ >= target; };
     mu_.AwaitWithTimeout(absl::Condition(&sampled), absl::Seconds(5));

@@ -71,6 +71,7 @@ class HandoffMonitor {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int64_t samples_wanted_ ABSL_GUARDED_BY(mu_) = 0;  // Flush() asks for one more
   int64_t samples_done_ ABSL_GUARDED_BY(mu_) = 0;
+  bool sampling_ ABSL_GUARDED_BY(mu_) = false;        // a sample is being taken (it may predate a Flush)
   std::string last_error_ ABSL_GUARDED_BY(mu_);      // logged once per distinct error
 };
 
