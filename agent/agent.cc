@@ -654,7 +654,9 @@ absl::Status Agent::RunTests(const v1::Lease& lease) {
   f.lease = lease;
   f.unsent = std::move(cases);
   SendResults(f, true);
-  if (handoff_) handoff_->ProcessEnded(absl::StrCat("the pytest of lease ", lease.lease_id(), " ended (", r->Describe(), ")"));
+  if (handoff_) {
+    handoff_->ProcessEnded(absl::StrCat("the pytest of lease ", lease.lease_id(), " ended (", r->Describe(), ")"));
+  }
   if (f.lost) return absl::FailedPreconditionError("the coordinator refused the results");
   if (fs::exists(files.report_path)) {
     absl::Status up = Upload(lease.lease_id(), files.report_path, "junit");

@@ -73,7 +73,9 @@ TEST(ClientSocketsTest, FindsAChildsSocketAndTcpSessionsButNotOurOwn) {
   spec.stderr_path = dir + "/err";
   auto child = Subprocess::Start(spec);
   ASSERT_TRUE(child.ok()) << child.status();
-  for (int i = 0; i < 300 && !fs::exists(dir + "/pids"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (int i = 0; i < 300 && !fs::exists(dir + "/pids"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   ASSERT_TRUE(fs::exists(dir + "/pids")) << std::ifstream(dir + "/err").rdbuf();
   int socket_backend = 0, tcp_backend = 0;
   std::ifstream(dir + "/pids") >> socket_backend >> tcp_backend;

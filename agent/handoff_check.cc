@@ -135,7 +135,8 @@ void HandoffLedger::Observe(const std::vector<ServerSession>& sessions, const st
     auto [it, fresh] = seen_.try_emplace(s.pid);
     Seen& seen = it->second;
     if (fresh || seen.backend_start != s.backend_start) {  // new, or a reused pid
-      seen = Seen{s.datname, s.usename, s.application_name, stage_, test_, Shown(s.query), s.backend_start, tagged, own};
+      seen = Seen{s.datname,          s.usename,       s.application_name, stage_, test_,
+                  Shown(s.query),     s.backend_start, tagged,             own};
     } else if (!own && seen.own) {
       seen.own = false;  // a maintenance session that went on to do real work
       seen.query = Shown(s.query);

@@ -186,7 +186,8 @@ class Reader {
         auto url = pg::ParseConnection(db->url);
         if (url.ok() && url->is_socket() != (db->transport == T::kSocket)) {
           return Error(*n, "database.transport",
-                       absl::StrCat("\"", ToAbsl(TransportName(db->transport)), "\" but database.url reaches the server ",
+                       absl::StrCat("\"", ToAbsl(TransportName(db->transport)),
+                                    "\" but database.url reaches the server ",
                                     url->is_socket() ? "over the unix socket in " : "over TCP at ", url->host,
                                     "; give a URL of that form, or drop the key"));
         }

@@ -51,7 +51,8 @@ std::string HandoffReport::Summary() const {
     serious |= Serious(f);
     leftovers |= f.kind == HandoffFinding::Kind::kLeftoverTables;
   }
-  std::string out = !agents_by_db.empty() ? "\nDatabase hand-off: the suite does not keep to the databases testshard hands it\n"
+  std::string out = !agents_by_db.empty()
+                        ? "\nDatabase hand-off: the suite does not keep to the databases testshard hands it\n"
                     : leftovers ? "\nDatabase hand-off: tests failed on tables an earlier test process left behind\n"
                                 : "\nDatabase hand-off:\n";
   for (const auto& [db, agents] : agents_by_db) {

@@ -29,11 +29,13 @@ class DjangoE2eTest : public ::testing::Test {
   void SetUp() override {
     for (const auto& e : fs::recursive_directory_iterator(kExample)) {
       std::string rel = fs::relative(e.path(), kExample).string();
-      if (absl::StrContains(rel, "__pycache__") || absl::StartsWith(rel, ".testshard") || !e.is_regular_file()) continue;
+      if (absl::StrContains(rel, "__pycache__") || absl::StartsWith(rel, ".testshard")) continue;
+      if (!e.is_regular_file()) continue;
       fs::create_directories((fs::path(project_.dir()) / rel).parent_path());
       fs::copy_file(e.path(), fs::path(project_.dir()) / rel, fs::copy_options::overwrite_existing);
     }
-    fs::remove(fs::path(project_.dir()) / "pytest.ini");  // Project's default; the example configures pytest in pyproject.toml
+    // Project's default pytest.ini would shadow the example's [tool.pytest.ini_options].
+    fs::remove(fs::path(project_.dir()) / "pytest.ini");
   }
   void Edit(const std::string& file, const std::string& from, const std::string& to) {
     std::string text = project_.Read(file);
@@ -103,7 +105,8 @@ TEST_F(DjangoE2eTest, PytestDjangoCreatesItsTestDatabaseInsideEachAgentsNamespac
 // with "create" the agents trample it and the check names it; with "reuse" testshard points TEST.NAME at each
 // agent's clone and the suite runs as it should.
 TEST_F(DjangoE2eTest, PinnedTestDatabaseNameIsCaughtAndReuseFixesIt) {
-  Edit("djangoapp/settings.py", "\"CONN_MAX_AGE\": None,", "\"CONN_MAX_AGE\": None,\n        \"TEST\": {\"NAME\": \"test_djangoapp\"},");
+  Edit("djangoapp/settings.py", "\"CONN_MAX_AGE\": None,",
+       "\"CONN_MAX_AGE\": None,\n        \"TEST\": {\"NAME\": \"test_djangoapp\"},");
   Edit("pyproject.toml", "django_test_db = \"reuse\"", "django_test_db = \"create\"");
   Project::Result created = Run();
   EXPECT_NE(created.process.exit_code, 0) << created.output;
