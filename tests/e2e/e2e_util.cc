@@ -69,9 +69,16 @@ Report ReadReport(const std::string& path) {
   return r;
 }
 
-std::vector<AgentSession> ReadAgentSessions(const std::string& project_dir) {
+std::string RunIdFromOutput(const std::string& output) {
+  size_t at = output.find("testshard: run ");
+  if (at == std::string::npos) return "";
+  at += 15;
+  return output.substr(at, output.find(',', at) - at);
+}
+
+std::vector<AgentSession> ReadAgentSessions(const std::string& project_dir, const std::string& run_id) {
   std::vector<AgentSession> out;
-  fs::path run = fs::path(project_dir) / ".testshard" / "runs" / "latest";
+  fs::path run = fs::path(project_dir) / ".testshard" / "runs" / run_id;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(run, ec)) {
     fs::path log = e.path() / "handoff-sessions.jsonl";

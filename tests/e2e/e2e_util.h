@@ -39,8 +39,10 @@ struct AgentSession {
   bool tagged = false;    // recognised by application_name, not by its client process
   bool own = false;       // the agent's database, one derived from it, or maintenance
 };
-// Every agent's sessions in the latest run under `project_dir`/.testshard/runs.
-std::vector<AgentSession> ReadAgentSessions(const std::string& project_dir);
+// Every agent's sessions in run `run_id` (default: the latest) under `project_dir`/.testshard/runs.
+std::vector<AgentSession> ReadAgentSessions(const std::string& project_dir, const std::string& run_id = "latest");
+// The run id `testshard run` printed ("testshard: run <id>, ..."); empty when there is none.
+std::string RunIdFromOutput(const std::string& output);
 
 class Project {
  public:
