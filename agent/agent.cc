@@ -162,6 +162,8 @@ std::map<std::string, std::string> Agent::ChildEnv(const v1::Lease* lease) const
     }
     env["TESTSHARD_DATABASE"] = database_->name;
     AddHandoffEnv(spec_.database(), database_->name, TestApplicationName(run_id_, agent_id_), DefaultPluginDir(), &env);
+    // Whatever database is handed over here is the tests' own, for the hand-off check (one per lease with reset).
+    if (handoff_) handoff_->SetDatabase(database_->name);
   }
   env["TESTSHARD_AGENT"] = options_.name;
   if (lease) {
@@ -378,7 +380,10 @@ absl::Status Agent::DiscoverWarm(const v1::Lease& lease) {
 }
 
 void Agent::StartWarm(const v1::Lease& lease) {
-  if (handoff_) handoff_->SetStage(lease.stage());
+  if (handoff_) {
+    handoff_->SetStage(lease.stage());
+    if (database_) handoff_->SetDatabase(database_->name);  // the warm worker's, whatever a one-shot lease had
+  }
   InFlight f;
   f.lease = lease;
   f.active = Hold(lease.lease_id());
