@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/postgres_provisioner.h"
+#include "agent/handoff.h"
 #include "common/status.h"
 #include "common/wire.h"
 #include "spdlog/spdlog.h"
@@ -49,6 +50,7 @@ Agent::Agent(AgentOptions options, ProcessRunner* runner)
 }
 
 Agent::~Agent() {
+  handoff_.reset();
   databases_.reset();    // gives every database back
   provisioner_.reset();  // drops them and ends the agent's presence on the server
 }
@@ -116,12 +118,13 @@ absl::Status Agent::PrepareDatabase() {
     };
     eo.bin_dir = in_root(db.embedded().bin_dir());
     eo.base_dir = in_root(db.embedded().data_dir());
-    eo.tcp = db.embedded().tcp();
+    eo.tcp = db.embedded().tcp() || db.transport() == "tcp";
     if (db.embedded().max_connections() > 0) eo.max_connections = db.embedded().max_connections();
     TS_ASSIGN_OR_RETURN(admin, options_.start_embedded_server(eo));
   } else {
     return absl::FailedPreconditionError("the run needs a database and this agent was given no server");
   }
+  TS_RETURN_IF_ERROR(CheckTransport(db, admin));
   PostgresProvisionerOptions po;
   po.admin = admin;
   TemplateRecipe& recipe = po.recipe;
@@ -161,6 +164,13 @@ absl::Status Agent::PrepareDatabase() {
   // The agent's own database: discovery and the warm worker use it, and every stage that does not reset.
   TS_ASSIGN_OR_RETURN(database_, databases_->ForLease("agent", "", ResetPolicy::kAgent));
   spdlog::info("{}: database {} ready", options_.name, database_->name);
+  auto handoff = StartHandoffCheck(db, admin, database_->name, options_.name, TestApplicationName(run_id_, agent_id_),
+                                   options_.work_dir + "/handoff-sessions.jsonl");
+  if (handoff.ok()) {
+    handoff_ = std::move(*handoff);
+  } else {
+    spdlog::warn("{}: {}", options_.name, ToStd(handoff.status().message()));  // the tests can run without it
+  }
   return absl::OkStatus();
 }
 
@@ -203,6 +213,9 @@ std::map<std::string, std::string> Agent::ChildEnv(const v1::Lease* lease) const
       spdlog::error("{}: {}", options_.name, ToStd(db_env.status().message()));
     }
     env["TESTSHARD_DATABASE"] = database->name;
+    AddHandoffEnv(spec_.database(), database->name, TestApplicationName(run_id_, agent_id_), DefaultPluginDir(), &env);
+    // Whatever database is handed over here is the tests' own, for the hand-off check (one per lease with reset).
+    if (handoff_) handoff_->SetDatabase(database->name);
   }
   env["TESTSHARD_AGENT"] = options_.name;
   if (lease) {
@@ -428,6 +441,10 @@ absl::Status Agent::DiscoverWarm(const v1::Lease& lease) {
 }
 
 void Agent::StartWarm(const v1::Lease& lease) {
+  if (handoff_) {
+    handoff_->SetStage(lease.stage());
+    if (database_) handoff_->SetDatabase(database_->name);  // the warm worker's, whatever a one-shot lease had
+  }
   InFlight f;
   f.lease = lease;
   f.active = Hold(lease.lease_id());
@@ -454,6 +471,7 @@ void Agent::Pump(absl::Duration timeout) {
       case WorkerEvent::kStart:
         running_ = e->id;
         running_since_ = absl::Now();
+        if (handoff_) handoff_->TestStarted(e->id);
         break;
       case WorkerEvent::kResult:
       case WorkerEvent::kUnknown: {
@@ -520,6 +538,12 @@ void Agent::SendResults(InFlight& f, bool force) {
   // Live results, batched: often enough for progress and maxfail, rarely enough not to flood the coordinator.
   if (!force && f.unsent.size() < 100 && absl::Now() - last_send_ < absl::Milliseconds(100)) return;
   last_send_ = absl::Now();
+  if (handoff_) {
+    for (const TestCase& tc : f.unsent) {
+      bool failed = tc.result.outcome == Outcome::kFailed || tc.result.outcome == Outcome::kError;
+      handoff_->Result(tc.id, failed, tc.result.message);
+    }
+  }
   if (f.lost) {
     f.unsent.clear();
     return;
@@ -609,6 +633,8 @@ void Agent::AbortWorker(const std::string& why, v1::CompleteLeaseRequest::Status
   }
   inflight_.clear();
   running_.clear();
+  // What the dead worker's fixtures created and never dropped is still in the database.
+  if (handoff_) handoff_->ProcessEnded(why);
 }
 
 absl::Status Agent::RunOneShot(const v1::Lease& lease) {
@@ -677,6 +703,7 @@ absl::Status Agent::RunTests(const v1::Lease& lease) {
 
   v1::CompleteLeaseRequest req;
   req.set_lease_id(lease.lease_id());
+  if (handoff_) handoff_->SetStage(lease.stage());
   auto r = runner_->Run(spec, &active->cancel);
   if (!r.ok()) {
     req.set_status(v1::CompleteLeaseRequest::INFRA_ERROR);
@@ -693,6 +720,9 @@ absl::Status Agent::RunTests(const v1::Lease& lease) {
   f.lease = lease;
   f.unsent = std::move(cases);
   SendResults(f, true);
+  if (handoff_) {
+    handoff_->ProcessEnded(absl::StrCat("the pytest of lease ", lease.lease_id(), " ended (", r->Describe(), ")"));
+  }
   if (f.lost) return absl::FailedPreconditionError("the coordinator refused the results");
   if (fs::exists(files.report_path)) {
     absl::Status up = Upload(lease.lease_id(), files.report_path, "junit");
@@ -719,6 +749,9 @@ absl::Status Agent::Complete(v1::CompleteLeaseRequest req) {
   req.set_agent_id(agent_id_);
   for (std::string& w : warnings_) req.add_warnings(std::move(w));
   warnings_.clear();
+  if (handoff_) {
+    for (const HandoffFinding& f : handoff_->Flush()) *req.add_handoff_findings() = ToWire(f);
+  }
   v1::CompleteLeaseResponse resp;
   auto ctx = Context();
   return FromGrpc(stub_->CompleteLease(ctx.get(), req, &resp));

@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/database.h"
 #include "agent/database_scopes.h"
+#include "agent/handoff_monitor.h"
 #include "agent/pytest_worker.h"
 #include "agent/runner_adapter.h"
 #include "common/postgres/embedded_postgres.h"
@@ -35,6 +36,7 @@ struct AgentOptions {
   // starts an embedded server of its own (done by the caller, which owns its lifetime).
   std::optional<pg::Connection> database_admin;
   // Starts a server of the agent's own when neither of the above names one; called from Run()'s thread.
+  // The options carry what the run asks of it (tcp: listen on loopback TCP and return that connection).
   std::function<absl::StatusOr<pg::Connection>(const pg::EmbeddedOptions&)> start_embedded_server;
   absl::Duration connect_timeout = absl::Seconds(60);  // how long to keep retrying an unreachable coordinator
   std::shared_ptr<grpc::ChannelCredentials> credentials;  // null = plaintext
@@ -122,6 +124,8 @@ class Agent {
   std::map<std::string, Database> lease_databases_;  // leases whose stage resets: their own, one-shot
   absl::Status database_error_;
   std::vector<std::string> warnings_;               // sent with the next completed lease
+  // The hand-off check (agent/handoff.h): null when the run has no database or turned it off.
+  std::unique_ptr<HandoffMonitor> handoff_;
 
   // Control-thread state for the warm worker.
   std::unique_ptr<PytestWorker> worker_;

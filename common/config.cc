@@ -122,7 +122,8 @@ class Reader {
     TS_RETURN_IF_ERROR(OnlyKeys(*t, "database.",
                                 {"mode", "url", "role", "env", "setup", "template_inputs", "setup_timeout", "reset",
                                  "pool_size", "keep_templates", "clone_strategy", "settings", "grants", "bin_dir",
-                                 "data_dir", "tcp", "max_connections"}));
+                                 "data_dir", "tcp", "max_connections", "transport", "django_test_db",
+                                 "handoff_check"}));
     db->mode = DatabaseConfig::Mode::kEmbedded;
     if (const toml::node* m = t->get("mode")) {
       TS_ASSIGN_OR_RETURN(std::string mode, String(*m, "database.mode"));
@@ -229,6 +230,7 @@ class Reader {
       TS_ASSIGN_OR_RETURN(int64_t v, Int(*m, "database.max_connections", 10));
       db->max_connections = static_cast<int>(std::min<int64_t>(v, 10000));
     }
+    TS_RETURN_IF_ERROR(Handoff(*t, db));
     if (db->mode != DatabaseConfig::Mode::kNone && db->env.empty()) {
       return Error(n, "database.env",
                    "name at least one env var to receive the database, e.g. env = { DATABASE_URL = \"{url}\" }");
@@ -240,6 +242,53 @@ class Reader {
     if (value == "agent" || value == "stage" || value == "shard") return absl::OkStatus();
     return Error(n, key, absl::StrCat("expected \"agent\" (one database per agent), \"stage\" (a fresh one per "
                                       "stage) or \"shard\" (a fresh one per shard), got \"", value, "\""));
+  }
+
+  // Picks one of `names` for a string key; `values[i]` is what names[i] means.
+  template <typename T>
+  absl::Status Choice(const toml::node& n, std::string_view key, const std::vector<std::pair<std::string, T>>& options,
+                      T* out) const {
+    TS_ASSIGN_OR_RETURN(std::string value, String(n, key));
+    std::vector<std::string> quoted;
+    for (const auto& [name, v] : options) {
+      if (value == name) {
+        *out = v;
+        return absl::OkStatus();
+      }
+      quoted.push_back("\"" + name + "\"");
+    }
+    return Error(n, key, absl::StrCat("expected ", absl::StrJoin(quoted, ", "), ", got \"", value, "\""));
+  }
+
+  // The keys that decide how the database reaches the tests, and what is checked about it.
+  absl::Status Handoff(const toml::table& t, DatabaseConfig* db) const {
+    using T = DatabaseConfig::Transport;
+    using D = DatabaseConfig::DjangoTestDb;
+    using H = DatabaseConfig::HandoffCheck;
+    if (const toml::node* n = t.get("transport")) {
+      TS_RETURN_IF_ERROR(Choice<T>(*n, "database.transport", {{"socket", T::kSocket}, {"tcp", T::kTcp}},
+                                   &db->transport));
+      // A named server is reached the way its URL says; a transport that contradicts it is a mistake.
+      if (db->mode == DatabaseConfig::Mode::kServer && !db->url.empty()) {
+        auto url = pg::ParseConnection(db->url);
+        if (url.ok() && url->is_socket() != (db->transport == T::kSocket)) {
+          return Error(*n, "database.transport",
+                       absl::StrCat("\"", ToAbsl(TransportName(db->transport)),
+                                    "\" but database.url reaches the server ",
+                                    url->is_socket() ? "over the unix socket in " : "over TCP at ", url->host,
+                                    "; give a URL of that form, or drop the key"));
+        }
+      }
+    }
+    if (const toml::node* n = t.get("django_test_db")) {
+      TS_RETURN_IF_ERROR(Choice<D>(*n, "database.django_test_db", {{"create", D::kCreate}, {"reuse", D::kReuse}},
+                                   &db->django_test_db));
+    }
+    if (const toml::node* n = t.get("handoff_check")) {
+      TS_RETURN_IF_ERROR(Choice<H>(*n, "database.handoff_check",
+                                   {{"fail", H::kFail}, {"warn", H::kWarn}, {"off", H::kOff}}, &db->handoff_check));
+    }
+    return absl::OkStatus();
   }
 
   absl::Status Stage(const toml::node& n, size_t index, StageConfig* stage) const {
@@ -341,6 +390,33 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 bool IsPyproject(const std::string& path) { return fs::path(path).filename() == "pyproject.toml"; }
 
 }  // namespace
+
+std::string_view TransportName(DatabaseConfig::Transport t) {
+  switch (t) {
+    case DatabaseConfig::Transport::kAuto: return "";
+    case DatabaseConfig::Transport::kSocket: return "socket";
+    case DatabaseConfig::Transport::kTcp: return "tcp";
+  }
+  return "";
+}
+
+std::string_view DjangoTestDbName(DatabaseConfig::DjangoTestDb d) {
+  switch (d) {
+    case DatabaseConfig::DjangoTestDb::kNone: return "";
+    case DatabaseConfig::DjangoTestDb::kCreate: return "create";
+    case DatabaseConfig::DjangoTestDb::kReuse: return "reuse";
+  }
+  return "";
+}
+
+std::string_view HandoffCheckName(DatabaseConfig::HandoffCheck c) {
+  switch (c) {
+    case DatabaseConfig::HandoffCheck::kFail: return "fail";
+    case DatabaseConfig::HandoffCheck::kWarn: return "warn";
+    case DatabaseConfig::HandoffCheck::kOff: return "off";
+  }
+  return "";
+}
 
 absl::StatusOr<Config> ParseConfig(std::string_view text, const std::string& path) {
   toml::table doc;

@@ -46,7 +46,27 @@ struct DatabaseConfig {
   std::string data_dir;                         // parent of the cluster; empty = /dev/shm when it has room, else /tmp
   bool tcp = false;                             // also listen on 127.0.0.1 (a free port)
   int max_connections = 0;                      // 0 = sized from the number of agents
+
+  // How the tests reach the server, and so what {host} and {port} say. kSocket: a unix-socket directory in {host}
+  // ({socket_dir} too); kTcp: 127.0.0.1 and a port (an embedded server then also listens on loopback TCP). kAuto:
+  // a socket for an embedded server, whatever `url` says for a named one (which must agree when it is set).
+  enum class Transport { kAuto, kSocket, kTcp };
+  Transport transport = Transport::kAuto;
+  // pytest-django's test database. kNone: testshard does nothing special. kCreate: pytest-django creates and
+  // migrates test_<NAME> as usual, inside the agent's server (the agent checks the name fits PostgreSQL's 63-byte
+  // limit with xdist's suffixes). kReuse: the agent's clone of the migrated template is the test database, used as
+  // is (testshard's pytest plugin sets TEST.NAME and --reuse-db).
+  enum class DjangoTestDb { kNone, kCreate, kReuse };
+  DjangoTestDb django_test_db = DjangoTestDb::kNone;
+  // What happens when an agent sees its tests use a database other than the one it handed them: kFail reports it
+  // and fails the run, kWarn only reports it, kOff does not look.
+  enum class HandoffCheck { kFail, kWarn, kOff };
+  HandoffCheck handoff_check = HandoffCheck::kFail;
 };
+
+std::string_view TransportName(DatabaseConfig::Transport t);
+std::string_view DjangoTestDbName(DatabaseConfig::DjangoTestDb d);
+std::string_view HandoffCheckName(DatabaseConfig::HandoffCheck c);
 
 struct Config {
   std::string path;                    // the file it was read from

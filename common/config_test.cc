@@ -104,6 +104,50 @@ TEST(ConfigTest, MissingPiecesAreRefused) {
               StatusIs(kInvalid, HasSubstr("database.env")));
 }
 
+// [database] keys of the hand-off: how the tests reach the server, pytest-django's test database, the check.
+std::string Db(const std::string& keys) {
+  return "command = [\"p\"]\n[database]\nenv = { DB_NAME = \"{dbname}\" }\n" + keys + "\n[[stages]]\nname = \"a\"\n";
+}
+
+TEST(ConfigTest, HandoffKeysDefaultToSocketNoDjangoAndFail) {
+  TS_ASSERT_OK_AND_ASSIGN(Config c, ParseConfig(Db(""), "t.toml"));
+  EXPECT_EQ(c.database.transport, DatabaseConfig::Transport::kAuto);
+  EXPECT_EQ(c.database.django_test_db, DatabaseConfig::DjangoTestDb::kNone);
+  EXPECT_EQ(c.database.handoff_check, DatabaseConfig::HandoffCheck::kFail);
+}
+
+TEST(ConfigTest, HandoffKeysAreRead) {
+  TS_ASSERT_OK_AND_ASSIGN(
+      Config c, ParseConfig(Db("transport = \"tcp\"\ndjango_test_db = \"reuse\"\nhandoff_check = \"warn\""), "t.toml"));
+  EXPECT_EQ(c.database.transport, DatabaseConfig::Transport::kTcp);
+  EXPECT_EQ(c.database.django_test_db, DatabaseConfig::DjangoTestDb::kReuse);
+  EXPECT_EQ(c.database.handoff_check, DatabaseConfig::HandoffCheck::kWarn);
+  EXPECT_EQ(TransportName(c.database.transport), "tcp");
+  EXPECT_EQ(DjangoTestDbName(c.database.django_test_db), "reuse");
+  EXPECT_EQ(HandoffCheckName(c.database.handoff_check), "warn");
+}
+
+TEST(ConfigTest, BadHandoffValuesNameTheKeyAndLine) {
+  EXPECT_THAT(ParseConfig(Db("transport = \"udp\""), "t.toml"),
+              StatusIs(kInvalid, HasSubstr("t.toml:4: database.transport: expected \"socket\", \"tcp\", got \"udp\"")));
+  EXPECT_THAT(ParseConfig(Db("django_test_db = \"keep\""), "t.toml"),
+              StatusIs(kInvalid, HasSubstr("database.django_test_db: expected \"create\", \"reuse\"")));
+  EXPECT_THAT(ParseConfig(Db("handoff_check = true"), "t.toml"),
+              StatusIs(kInvalid, HasSubstr("database.handoff_check: expected a string")));
+}
+
+TEST(ConfigTest, TransportMustAgreeWithTheServersUrl) {
+  EXPECT_THAT(ParseConfig(Db("mode = \"server\"\nurl = \"postgresql://u@/postgres?host=/run/pg\"\ntransport = \"tcp\""),
+                          "t.toml"),
+              StatusIs(kInvalid, HasSubstr("reaches the server over the unix socket in /run/pg")));
+  EXPECT_THAT(ParseConfig(Db("mode = \"server\"\nurl = \"postgresql://u@db:5432/postgres\"\ntransport = \"socket\""),
+                          "t.toml"),
+              StatusIs(kInvalid, HasSubstr("over TCP at db")));
+  EXPECT_THAT(ParseConfig(Db("mode = \"server\"\nurl = \"postgresql://u@db:5432/postgres\"\ntransport = \"tcp\""),
+                          "t.toml"),
+              IsOk());
+}
+
 TEST(ConfigTest, BadMarkerExpressionIsRefusedWithLine) {
   std::string text = "command = [\"p\"]\n[[stages]]\nname = \"a\"\nmarkers = \"unit and\"\n";
   EXPECT_THAT(ParseConfig(text, "t.toml"), StatusIs(kInvalid, HasSubstr("t.toml:4: stages[0].markers: bad marker")));

@@ -71,6 +71,40 @@ TestCase FromWire(const v1::TestResult& r) {
   return tc;
 }
 
+v1::HandoffFinding ToWire(const HandoffFinding& f) {
+  v1::HandoffFinding w;
+  switch (f.kind) {
+    case HandoffFinding::Kind::kForeignDatabase: w.set_kind(v1::HandoffFinding::FOREIGN_DATABASE); break;
+    case HandoffFinding::Kind::kLeftoverTables: w.set_kind(v1::HandoffFinding::LEFTOVER_TABLES); break;
+    case HandoffFinding::Kind::kNote: w.set_kind(v1::HandoffFinding::NOTE); break;
+  }
+  w.set_agent(f.agent);
+  w.set_database(f.database);
+  w.set_own_database(f.own_database);
+  w.set_stage(f.stage);
+  w.set_first_test(f.first_test);
+  w.set_sessions(f.sessions);
+  w.set_message(f.message);
+  return w;
+}
+
+HandoffFinding FromWire(const v1::HandoffFinding& w) {
+  HandoffFinding f;
+  switch (w.kind()) {
+    case v1::HandoffFinding::FOREIGN_DATABASE: f.kind = HandoffFinding::Kind::kForeignDatabase; break;
+    case v1::HandoffFinding::LEFTOVER_TABLES: f.kind = HandoffFinding::Kind::kLeftoverTables; break;
+    default: f.kind = HandoffFinding::Kind::kNote; break;  // an unknown kind from a newer agent: shown, not fatal
+  }
+  f.agent = w.agent();
+  f.database = w.database();
+  f.own_database = w.own_database();
+  f.stage = w.stage();
+  f.first_test = w.first_test();
+  f.sessions = w.sessions();
+  f.message = w.message();
+  return f;
+}
+
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/handoff_finding.h"
 #include "common/test_result.h"
 #include "grpcpp/grpcpp.h"
 #include "testshard/v1/coordinator.pb.h"
@@ -20,6 +21,9 @@ inline constexpr int64_t kMaxArtifactBytes = 512LL << 20;
 
 v1::TestResult ToWire(const TestCase& tc);
 TestCase FromWire(const v1::TestResult& r);
+
+v1::HandoffFinding ToWire(const HandoffFinding& f);
+HandoffFinding FromWire(const v1::HandoffFinding& f);
 
 grpc::Status ToGrpc(const absl::Status& s);
 absl::Status FromGrpc(const grpc::Status& s);

@@ -146,6 +146,9 @@ grpc::ServerUnaryReactor* CoordinatorService::CompleteLease(grpc::CallbackServer
     absl::MutexLock l(&warned_mu_);
     if (warned_.insert(w).second) spdlog::warn("{}", w);
   }
+  if (options_.handoff) {
+    for (const v1::HandoffFinding& f : req->handoff_findings()) options_.handoff->Add(testshard::FromWire(f));
+  }
   return Finish(ctx, run_->CompleteLease(req->agent_id(), req->lease_id(), coordinator::FromWire(*req)));
 }
 

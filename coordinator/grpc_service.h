@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/wire.h"
+#include "coordinator/handoff_report.h"
 #include "coordinator/run_state.h"
 #include "grpcpp/grpcpp.h"
 #include "testshard/v1/coordinator.grpc.pb.h"
@@ -22,6 +23,7 @@ struct ServiceOptions {
   std::string artifact_dir;  // uploads land in artifact_dir/<lease id>/<name>
   v1::RunSpec spec;          // what agents run
   absl::Duration heartbeat_interval = absl::Seconds(1);
+  HandoffReport* handoff = nullptr;  // receives the agents' hand-off findings; must outlive the service
 };
 
 class CoordinatorService final : public v1::Coordinator::CallbackService {

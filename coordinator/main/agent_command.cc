@@ -64,7 +64,7 @@ int RunAgent(const AgentFlags& flags) {
   std::unique_ptr<pg::EmbeddedPostgres> postgres;
   o.start_embedded_server = [&postgres](const pg::EmbeddedOptions& options) -> absl::StatusOr<pg::Connection> {
     TS_ASSIGN_OR_RETURN(postgres, pg::EmbeddedPostgres::Start(options));
-    return postgres->admin();
+    return options.tcp ? *postgres->admin_tcp() : postgres->admin();
   };
   PosixProcessRunner runner;
   agent::Agent a(o, &runner);

@@ -113,13 +113,14 @@ int RunLocal(const RunFlags& flags) {
     };
     po.bin_dir = in_project(config->database.bin_dir);
     po.base_dir = in_project(config->database.data_dir);
-    po.tcp = config->database.tcp;
+    po.tcp = config->database.tcp || config->database.transport == DatabaseConfig::Transport::kTcp;
     po.max_connections = config->database.max_connections > 0 ? config->database.max_connections
                                                                 : std::max(100, 20 * agents + 20);
     auto started = pg::EmbeddedPostgres::Start(po);
     if (!started.ok()) return Fail(Annotate(started.status(), "starting the embedded PostgreSQL"));
     postgres = std::move(*started);
-    server_url = postgres->admin().Url();
+    // The agents clone, and hand over, in the form the config asks for.
+    server_url = po.tcp ? postgres->admin_tcp()->Url() : postgres->admin().Url();
     std::printf("testshard: embedded PostgreSQL ready in %s (%s)\n",
                 absl::FormatDuration(absl::Trunc(postgres->startup_time(), absl::Milliseconds(1))).c_str(),
                 postgres->dir().c_str());

@@ -101,6 +101,9 @@ v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
   d->mutable_embedded()->set_data_dir(db.data_dir);
   d->mutable_embedded()->set_tcp(db.tcp);
   d->mutable_embedded()->set_max_connections(db.max_connections);
+  d->set_transport(std::string(TransportName(db.transport)));
+  d->set_django_test_db(std::string(DjangoTestDbName(db.django_test_db)));
+  d->set_handoff_check(std::string(HandoffCheckName(db.handoff_check)));
   return spec;
 }
 
@@ -136,6 +139,8 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, co
   so.artifact_dir = options.run_dir + "/artifacts";
   so.spec = BuildRunSpec(config, options.server_url);
   so.heartbeat_interval = options.heartbeat;
+  s->handoff_ = std::make_unique<coordinator::HandoffReport>(config.database.handoff_check);
+  so.handoff = s->handoff_.get();
   TS_ASSIGN_OR_RETURN(s->server_, coordinator::CoordinatorServer::Start(options.listen, s->run_.get(), so, options.tls,
                                                                          options.allow_remote_plaintext));
   return s;
@@ -190,6 +195,7 @@ int Session::Watch(const std::function<bool()>& should_stop) {
 
 int Session::Finish(const std::string& junit_out) {
   std::vector<TestSuite> suites = run_->Report();
+  if (auto handoff = handoff_->Suite()) suites.push_back(std::move(*handoff));
   if (!junit_out.empty()) {
     std::error_code ec;
     fs::path out(junit_out);
@@ -252,9 +258,13 @@ int Session::Finish(const std::string& junit_out) {
       std::printf("  %7.2fs %s\n", all[i]->result.time_s, all[i]->id.c_str());
     }
   }
+  std::printf("%s", handoff_->Summary().c_str());
   if (!junit_out.empty()) std::printf("\nJUnit report: %s\n", junit_out.c_str());
   std::fflush(stdout);
-  return run_->exit_code();
+  int code = run_->exit_code();
+  // Results from agents that shared a database cannot be trusted, however they came out.
+  if (handoff_->Fails() && code == coordinator::kExitOk) code = coordinator::kExitTestsFailed;
+  return code;
 }
 
 }  // namespace testshard

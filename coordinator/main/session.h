@@ -11,6 +11,7 @@
 #include "common/config.h"
 #include "common/wire.h"
 #include "coordinator/grpc_service.h"
+#include "coordinator/handoff_report.h"
 #include "coordinator/run_state.h"
 
 namespace testshard {
@@ -54,6 +55,7 @@ class Session {
   absl::Time started_;
   std::unique_ptr<coordinator::FileRunJournal> journal_;
   std::unique_ptr<coordinator::RunState> run_;
+  std::unique_ptr<coordinator::HandoffReport> handoff_;  // outlives server_, which feeds it
   std::unique_ptr<coordinator::CoordinatorServer> server_;
   std::string last_line_;
   absl::Time last_print_;

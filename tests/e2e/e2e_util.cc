@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "pugixml.hpp"
 
 namespace testshard::e2e {
@@ -66,6 +67,39 @@ Report ReadReport(const std::string& path) {
     }
   }
   return r;
+}
+
+std::string RunIdFromOutput(const std::string& output) {
+  size_t at = output.find("testshard: run ");
+  if (at == std::string::npos) return "";
+  at += 15;
+  return output.substr(at, output.find(',', at) - at);
+}
+
+std::vector<AgentSession> ReadAgentSessions(const std::string& project_dir, const std::string& run_id) {
+  std::vector<AgentSession> out;
+  fs::path run = fs::path(project_dir) / ".testshard" / "runs" / run_id;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(run, ec)) {
+    fs::path log = e.path() / "handoff-sessions.jsonl";
+    if (!e.is_directory() || !fs::exists(log)) continue;
+    std::ifstream in(log);
+    std::string line;
+    while (std::getline(in, line)) {
+      nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (j.is_discarded()) continue;
+      AgentSession s;
+      s.agent_dir = e.path().filename().string();
+      s.database = j.value("database", "");
+      s.user = j.value("user", "");
+      s.application_name = j.value("application_name", "");
+      s.query = j.value("query", "");
+      s.tagged = j.value("tagged", false);
+      s.own = j.value("own", false);
+      out.push_back(std::move(s));
+    }
+  }
+  return out;
 }
 
 Project::Project() {

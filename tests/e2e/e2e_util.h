@@ -31,6 +31,19 @@ struct Report {
 
 Report ReadReport(const std::string& path);
 
+// A session the hand-off check attributed to an agent's tests (agent-N/handoff-sessions.jsonl in the run's
+// directory): what pg_stat_activity showed for it.
+struct AgentSession {
+  std::string agent_dir;  // "agent-1", ...
+  std::string database, user, application_name, query;
+  bool tagged = false;    // recognised by application_name, not by its client process
+  bool own = false;       // the agent's database, one derived from it, or maintenance
+};
+// Every agent's sessions in run `run_id` (default: the latest) under `project_dir`/.testshard/runs.
+std::vector<AgentSession> ReadAgentSessions(const std::string& project_dir, const std::string& run_id = "latest");
+// The run id `testshard run` printed ("testshard: run <id>, ..."); empty when there is none.
+std::string RunIdFromOutput(const std::string& output);
+
 class Project {
  public:
   Project();

@@ -1,7 +1,8 @@
 // The example suite (examples/tenantapp): its own isolation checker against a real server, and every stage of it
-// through `testshard run`.
+// through `testshard run` with 3 agents, each agent's sessions checked from the server's side.
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/postgres/embedded_postgres.h"
@@ -19,7 +20,7 @@ const std::string kExample = std::string(TESTSHARD_SOURCE_DIR) + "/examples/tena
 TEST(ExampleE2eTest, TestshardRunsEveryStageAndReportsEveryTestOnce) {
   Project scratch;  // only for the report and the output
   ProcessSpec spec;
-  spec.argv = {TESTSHARD_BIN, "run", "--config", kExample + "/pyproject.toml", "--agents", "2", "--branch", "main",
+  spec.argv = {TESTSHARD_BIN, "run", "--config", kExample + "/pyproject.toml", "--agents", "3", "--branch", "main",
                "--junit-out", scratch.dir() + "/report.xml"};
   spec.cwd = scratch.dir();
   spec.stdout_path = spec.stderr_path = scratch.dir() + "/out.log";
@@ -41,6 +42,21 @@ TEST(ExampleE2eTest, TestshardRunsEveryStageAndReportsEveryTestOnce) {
   EXPECT_EQ(report.Count(Outcome::kFailed) + report.Count(Outcome::kError), 0) << scratch.Read("out.log");
   EXPECT_EQ(report.Count(Outcome::kNotRun), 0);
   EXPECT_GE(report.cases.size(), 300u);
+  // The server's view (pg_stat_activity, as each agent's hand-off check saw it): each agent's tests connected only
+  // to that agent's own database, and no two agents' to the same one.
+  std::string run_id = RunIdFromOutput(scratch.Read("out.log"));
+  ASSERT_FALSE(run_id.empty()) << scratch.Read("out.log");
+  std::map<std::string, std::set<std::string>> dbs_by_agent;
+  for (const AgentSession& s : ReadAgentSessions(kExample, run_id)) {
+    EXPECT_TRUE(s.own) << s.agent_dir << " " << s.database << " " << s.query;
+    if (s.database != "postgres") dbs_by_agent[s.agent_dir].insert(s.database);
+  }
+  EXPECT_GE(dbs_by_agent.size(), 2u);
+  std::set<std::string> all;
+  for (const auto& [agent, dbs] : dbs_by_agent) {
+    EXPECT_EQ(dbs.size(), 1u) << agent;
+    for (const std::string& db : dbs) EXPECT_TRUE(all.insert(db).second) << "shared: " << db;
+  }
 }
 
 // The suite keeps the promises testshard relies on: it passes serially on a fresh template clone, any half in
