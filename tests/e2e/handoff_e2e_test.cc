@@ -420,17 +420,13 @@ retries = 1
 }
 
 // The same suite with a pristine database per shard: the retried tests find no leftovers and pass (reported as
-// flaky, for the attempt the dead worker took with it). Needs `reset` (the database provisioning work); skipped
-// in a build whose config does not know the key yet.
+// flaky, for the attempt the dead worker took with it).
 TEST_F(HandoffE2eTest, TableOwningSuitePassesWithAFreshDatabasePerShard) {
   for (const char* m : {"orders", "invoices", "shipments"}) {
     project_.Write(absl::StrCat("tests/test_", m, ".py"), TableOwningModule(m));
   }
   project_.Write("testshard.toml", TableOwningConfig("reset = \"shard\"\n"));
   Project::Result r = Run();
-  if (r.process.exit_code == 4 && absl::StrContains(r.output, "reset: unknown key")) {
-    GTEST_SKIP() << "reset = \"shard\" is not in this build yet (database provisioning issue)";
-  }
   EXPECT_EQ(r.process.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, Not(HasSubstr("Database hand-off")));
   Report report = ReadBack();
