@@ -99,7 +99,9 @@ absl::Status RunState::Restore(const std::vector<JournalEvent>& events) {
 
 std::string RunState::RegisterAgent(const std::string& name) {
   absl::MutexLock l(&mu_);
-  std::string id = absl::StrCat("agent-", ++next_agent_);
+  // Ids never repeat across a restart: an agent still holding an id from before must not pass for a new one.
+  std::string id = options_.generation ? absl::StrCat("agent-", options_.generation, "-", ++next_agent_)
+                                       : absl::StrCat("agent-", ++next_agent_);
   agents_[id].name = name;
   return id;
 }

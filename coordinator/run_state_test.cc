@@ -433,6 +433,8 @@ TEST_F(RunStateTest, RestoredRunKeepsResultsAndRequeuesTheRest) {
   RunState second(options, std::make_unique<EqualCountPlanner>(), &clock_);
   ASSERT_THAT(second.Restore(journal.events), IsOk());
   std::string b = second.RegisterAgent("b");
+  EXPECT_NE(b, a);  // an agent still holding its old id cannot pass for the new one
+  EXPECT_FALSE(second.KnownAgent(a));
   EXPECT_THAT(second.ReportResults(b, w.lease.id, {}), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("unknown lease")));
   Work again = second.NextWork(b);
   ASSERT_EQ(again.kind, Work::kLease);

@@ -122,7 +122,7 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, co
   coordinator::RunOptions ro;
   ro.journal = s->journal_.get();
   // Lease ids from before a restart must never be mistaken for new ones.
-  ro.generation = options.resume ? static_cast<int>(absl::ToUnixSeconds(absl::Now()) % 1000000000) : 0;
+  ro.generation = options.resume ? static_cast<int>(absl::ToUnixSeconds(absl::Now()) % 1000000) : 0;
   ro.stages = config.stages;
   ro.branch = options.branch;
   ro.expected_agents = std::max(1, options.agents);
