@@ -575,7 +575,9 @@ void RunState::LearnFromLease(Stage& stage, const Lease& lease, const Completion
   // A worker started for this lease is paid once, not by every batch: it is neither the batch's start-up nor its
   // pace.
   const double batch_wall_s = c.wall_s - std::clamp(c.worker_start_s, 0.0, c.wall_s);
-  if (lease.from_queue && stage.queue) stage.queue->Completed(lease.info.agent_id, lease.info.predicted_s, batch_wall_s);
+  if (lease.from_queue && stage.queue) {
+    stage.queue->Completed(lease.info.agent_id, lease.info.predicted_s, batch_wall_s);
+  }
   auto agent = agents_.find(lease.info.agent_id);
   if (agent == agents_.end() || lease.reported.empty()) return;
   Pace& pace = Warm(stage) ? agent->second.warm : agent->second.process;

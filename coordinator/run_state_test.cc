@@ -5,6 +5,7 @@
 
 #include "common/testing/fake_clock.h"
 #include "common/testing/status_matchers.h"
+#include "coordinator/dynamic_queue.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -507,7 +508,8 @@ class RecordingPlanner final : public Planner {
 class RunStatePlanningTest : public RunStateTest {
  protected:
   void StartPlanned(std::vector<StageConfig> stages, std::vector<std::pair<std::string, double>> known,
-                    std::set<std::string> warm_stages = {}, int agents = 2) {
+                    std::set<std::string> warm_stages = {}, int agents = 2,
+                    std::unique_ptr<Planner> planner = nullptr) {
     RunOptions options;
     options.stages = std::move(stages);
     options.expected_agents = agents;
@@ -517,7 +519,8 @@ class RunStatePlanningTest : public RunStateTest {
     options.warm_stages = std::move(warm_stages);
     options.warm_startup_s = 0.05;
     options.process_startup_s = 2;
-    run_ = std::make_unique<RunState>(options, std::make_unique<RecordingPlanner>(log_), &clock_);
+    if (!planner) planner = std::make_unique<RecordingPlanner>(log_);
+    run_ = std::make_unique<RunState>(options, std::move(planner), &clock_);
   }
   // Reports every test of `lease` as passed in `each_s` seconds, then completes it as measured.
   void FinishTimed(const std::string& agent, const LeaseInfo& lease, double each_s, double wall_s,
@@ -556,6 +559,24 @@ TEST_F(RunStatePlanningTest, StageIsPlannedWithHistoryEstimatesAndCountsWhatTheH
   StageProgress p = run_->Progress()[0];
   EXPECT_EQ(p.planned, 3);
   EXPECT_EQ(p.known, 2);
+}
+
+// With the coordinator's real planner, the history decides the shards: a stage of a few start-ups is split by
+// predicted seconds, not by count (one 10 s test weighs as much as ten 1 s ones).
+TEST_F(RunStatePlanningTest, DynamicPlannerBalancesTheStageByHistory) {
+  StartPlanned({Stage("unit")}, {{"u.py::t0", 10}, {"u.py::t1", 1}, {"u.py::t2", 1}, {"u.py::t3", 1}, {"u.py::t4", 1}},
+               /*warm_stages=*/{}, /*agents=*/2, std::make_unique<DynamicPlanner>());
+  std::string a = run_->RegisterAgent("a"), b = run_->RegisterAgent("b");
+  Discover(a, Ids("u.py", 5));
+  std::set<std::vector<std::string>> shards;
+  for (const std::string& agent : {a, b}) {
+    LeaseInfo l = Take(agent);
+    EXPECT_GT(l.predicted_s, 0);
+    shards.insert(l.test_ids);
+  }
+  const std::set<std::vector<std::string>> by_seconds = {{"u.py::t0"},
+                                                         {"u.py::t1", "u.py::t2", "u.py::t3", "u.py::t4"}};
+  EXPECT_EQ(shards, by_seconds);
 }
 
 TEST_F(RunStatePlanningTest, GroupKeysFromDiscoveryReachThePlannerOnlyForTheStagesMarker) {
