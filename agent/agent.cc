@@ -340,8 +340,12 @@ absl::Status Agent::Run() {
         }
         // A lease with a database of its own runs in a process of its own: the warm worker keeps the agent's.
         bool own_database = lease_databases_.count(lease.lease_id()) > 0;
+        // A worker started here (the last one died) is part of this lease's wall time, but no later lease pays for
+        // it again: the coordinator is told, so it does not take it for a per-batch start-up.
+        const absl::Time taken = absl::Now();
+        const bool had_worker = worker_ != nullptr;
         if (lease.kind() == v1::Lease::RUN && !own_database && UseWorker() && EnsureWorker().ok()) {
-          StartWarm(lease);
+          StartWarm(lease, taken, had_worker ? absl::ZeroDuration() : absl::Now() - taken);
         } else {
           Drain();
           absl::Status r = lease.kind() == v1::Lease::DISCOVER && UseWorker() ? DiscoverWarm(lease)
@@ -434,8 +438,10 @@ absl::Status Agent::DiscoverWarm(const v1::Lease& lease) {
   v1::CompleteLeaseRequest req;
   req.set_lease_id(lease.lease_id());
   absl::Status started = EnsureWorker();
+  std::vector<std::string> groups;
   absl::StatusOr<std::vector<std::string>> ids =
-      started.ok() ? worker_->Select(lease.marker_expression()) : absl::StatusOr<std::vector<std::string>>(started);
+      started.ok() ? worker_->Select(lease.marker_expression(), lease.group_marker(), &groups)
+                   : absl::StatusOr<std::vector<std::string>>(started);
   Release(lease.lease_id());
   if (!started.ok() && worker_disabled_) return RunOneShot(lease);
   if (!ids.ok()) {
@@ -444,11 +450,14 @@ absl::Status Agent::DiscoverWarm(const v1::Lease& lease) {
   } else {
     req.set_status(v1::CompleteLeaseRequest::OK);
     for (std::string& id : *ids) req.add_collected_test_ids(std::move(id));
+    if (!lease.group_marker().empty() && groups.size() == static_cast<size_t>(req.collected_test_ids_size())) {
+      for (std::string& g : groups) req.add_collected_groups(std::move(g));
+    }
   }
   return Complete(std::move(req));
 }
 
-void Agent::StartWarm(const v1::Lease& lease) {
+void Agent::StartWarm(const v1::Lease& lease, absl::Time taken, absl::Duration worker_start) {
   if (handoff_) {
     handoff_->SetStage(lease.stage());
     if (database_) handoff_->SetDatabase(database_->name);  // the warm worker's, whatever a one-shot lease had
@@ -457,7 +466,8 @@ void Agent::StartWarm(const v1::Lease& lease) {
   f.lease = lease;
   f.active = Hold(lease.lease_id());
   f.pending.insert(lease.test_ids().begin(), lease.test_ids().end());
-  f.started = absl::Now();
+  f.started = taken;
+  f.worker_start = worker_start;
   inflight_.push_back(std::move(f));
   std::vector<std::string> ids(lease.test_ids().begin(), lease.test_ids().end());
   flushed_ = false;
@@ -588,6 +598,7 @@ void Agent::CompleteFinished() {
       req.set_lease_id(f.lease.lease_id());
       req.set_status(v1::CompleteLeaseRequest::OK);
       req.set_wall_s(absl::ToDoubleSeconds(absl::Now() - f.started));
+      req.set_worker_start_s(absl::ToDoubleSeconds(f.worker_start));
       absl::Status s = Complete(std::move(req));
       if (!s.ok()) spdlog::warn("{}: completing {}: {}", options_.name, f.lease.lease_id(), ToStd(s.message()));
     }

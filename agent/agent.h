@@ -68,7 +68,8 @@ class Agent {
     std::vector<TestCase> unsent;   // results not yet reported
     bool lost = false;              // the coordinator refused it (expired): its results are dropped
     int failures = 0;
-    absl::Time started;
+    absl::Time started;              // when the lease was taken
+    absl::Duration worker_start;     // the part of it spent starting the worker, when this lease had to
   };
 
   absl::Status Register();
@@ -92,7 +93,8 @@ class Agent {
   bool UseWorker() const;
   absl::Status EnsureWorker();
   absl::Status DiscoverWarm(const v1::Lease& lease);
-  void StartWarm(const v1::Lease& lease);
+  // Queues a run lease, taken at `taken`, in the worker (`worker_start`: what starting the worker for it took).
+  void StartWarm(const v1::Lease& lease, absl::Time taken, absl::Duration worker_start);
   // Handles worker events for up to `timeout`: results, completions, hangs, crashes and cancels.
   void Pump(absl::Duration timeout);
   // Waits until every in-flight lease is complete (flushing the held-back test first).

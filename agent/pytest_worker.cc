@@ -190,13 +190,27 @@ absl::StatusOr<std::optional<json>> PytestWorker::Read(absl::Duration timeout) {
   }
 }
 
-absl::StatusOr<std::vector<std::string>> PytestWorker::Select(const std::string& markers) {
-  TS_RETURN_IF_ERROR(Send({{"type", "select"}, {"markers", markers}}));
+absl::StatusOr<std::vector<std::string>> PytestWorker::Select(const std::string& markers,
+                                                              const std::string& group_marker,
+                                                              std::vector<std::string>* groups) {
+  json request = {{"type", "select"}, {"markers", markers}};
+  if (!group_marker.empty() && groups) request["group_marker"] = group_marker;
+  TS_RETURN_IF_ERROR(Send(request));
   while (true) {
     TS_ASSIGN_OR_RETURN(auto m, Read(absl::Minutes(5)));
     if (!m) return absl::DeadlineExceededError("pytest worker did not answer a selection");
     std::string type = Str(*m, "type");
-    if (type == "selected") return (*m)["ids"].get<std::vector<std::string>>();
+    if (type == "selected") {
+      std::vector<std::string> ids = (*m)["ids"].get<std::vector<std::string>>();
+      if (groups) {
+        groups->clear();
+        // A plugin too old to know groups answers without them: the stage is then planned by granularity only.
+        if (m->contains("groups") && (*m)["groups"].is_array() && (*m)["groups"].size() == ids.size()) {
+          *groups = (*m)["groups"].get<std::vector<std::string>>();
+        }
+      }
+      return ids;
+    }
     if (type == "select_error") return absl::FailedPreconditionError(Str(*m, "text"));
   }
 }

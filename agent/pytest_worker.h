@@ -42,8 +42,11 @@ class PytestWorker {
   static absl::StatusOr<std::unique_ptr<PytestWorker>> Start(const WorkerOptions& options);
   ~PytestWorker();
 
-  // The collected ids a marker expression selects, in collection order (what `pytest -m EXPR` would run).
-  absl::StatusOr<std::vector<std::string>> Select(const std::string& markers);
+  // The collected ids a marker expression selects, in collection order (what `pytest -m EXPR` would run). With a
+  // `group_marker` and `groups`, also each selected test's group key for that marker ("" for tests without it):
+  // its first argument, else its keyword arguments, else the marker's name, so tests with equal keys stay together.
+  absl::StatusOr<std::vector<std::string>> Select(const std::string& markers, const std::string& group_marker = "",
+                                                  std::vector<std::string>* groups = nullptr);
   // Queues tests; the last one is held back until Run or Flush says what follows it.
   absl::Status Run(const std::vector<std::string>& ids);
   // Runs the held-back test now (its module's fixtures are torn down after it).

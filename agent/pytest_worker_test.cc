@@ -127,6 +127,24 @@ TEST_F(PytestWorkerTest, SelectsWhatPytestDashMWould) {
   w->Stop();
 }
 
+// A group key per selected test: the marker's first argument, else its keyword arguments, else its name; "" for
+// tests without it.
+TEST_F(PytestWorkerTest, SelectionCarriesEachTestsGroupKey) {
+  auto w = Start();
+  ASSERT_TRUE(w);
+  std::vector<std::string> groups;
+  TS_ASSERT_OK_AND_ASSIGN(auto slow, w->Select("slow", "slow", &groups));
+  EXPECT_THAT(groups, ElementsAre("slow", "slow"));
+  TS_ASSERT_OK_AND_ASSIGN(auto xfail, w->Select("slow", "xfail", &groups));
+  EXPECT_THAT(groups, ElementsAre("", "xfail(reason=known bug)"));
+  TS_ASSERT_OK_AND_ASSIGN(auto unit, w->Select("unit", "parametrize", &groups));
+  ASSERT_EQ(groups.size(), unit.size());
+  for (size_t i = 0; i < unit.size(); ++i) {
+    EXPECT_EQ(groups[i], unit[i] == "test_w.py::test_fails" ? "" : "parametrize=i") << unit[i];
+  }
+  w->Stop();
+}
+
 // The module fixture lives across two batches and is torn down once, after the module's last test; the session
 // fixture is set up once for the worker's life.
 TEST_F(PytestWorkerTest, FixturesLiveAcrossBatchesAsInOneSerialRun) {

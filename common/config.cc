@@ -297,7 +297,7 @@ class Reader {
     if (!t) return Error(n, key, absl::StrCat("expected a table, got ", TypeName(n)));
     TS_RETURN_IF_ERROR(OnlyKeys(*t, key + ".",
                                 {"name", "markers", "maxfail", "timeout", "test_timeout", "branches",
-                                 "continue_on_failure", "retries", "reset"}));
+                                 "continue_on_failure", "retries", "reset", "granularity", "group_marker"}));
     const toml::node* name = t->get("name");
     if (!name) return Error(n, key + ".name", "every stage needs a name");
     TS_ASSIGN_OR_RETURN(stage->name, String(*name, key + ".name"));
@@ -335,13 +335,39 @@ class Reader {
       TS_ASSIGN_OR_RETURN(stage->reset, String(*m, key + ".reset"));
       TS_RETURN_IF_ERROR(Reset(*m, key + ".reset", stage->reset));
     }
+    if (const toml::node* m = t->get("granularity")) {
+      TS_ASSIGN_OR_RETURN(stage->granularity, String(*m, key + ".granularity"));
+      if (stage->granularity != "test" && stage->granularity != "class" && stage->granularity != "module") {
+        return Error(*m, key + ".granularity", "expected \"test\", \"class\" or \"module\"");
+      }
+    }
+    if (const toml::node* m = t->get("group_marker")) {
+      TS_ASSIGN_OR_RETURN(stage->group_marker, String(*m, key + ".group_marker"));
+      const std::string& g = stage->group_marker;
+      bool identifier = !g.empty() && !std::isdigit(static_cast<unsigned char>(g[0]));
+      for (char c : g) identifier &= std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+      if (!identifier) return Error(*m, key + ".group_marker", "expected a marker name such as \"serial_group\"");
+    }
     return absl::OkStatus();
   }
 
   absl::Status Root(const toml::table& t, const toml::node& where, Config* c) const {
     TS_RETURN_IF_ERROR(
-        OnlyKeys(t, "", {"project", "command", "workdir", "agents", "runner", "warm", "env", "database", "stages"}));
+        OnlyKeys(t, "", {"project", "command", "workdir", "agents", "runner", "warm", "env", "database", "stages",
+                         "history"}));
     if (const toml::node* n = t.get("project")) { TS_ASSIGN_OR_RETURN(c->project, String(*n, "project")); }
+    if (const toml::node* n = t.get("history")) {
+      TS_ASSIGN_OR_RETURN(c->history, String(*n, "history"));
+      const std::string& h = c->history;
+      bool known = false;
+      for (std::string_view scheme : {"file:", "redis://", "redis+unix://", "unix:", "postgresql:", "postgres://"}) {
+        known |= h.size() > scheme.size() && h.compare(0, scheme.size(), scheme) == 0;
+      }
+      if (!known) {
+        return Error(*n, "history",
+                     "expected file:DIR, redis://HOST[:PORT][/DB], unix:/PATH/redis.sock or postgresql://...");
+      }
+    }
     const toml::node* command = t.get("command");
     if (!command) return Error(where, "command", "missing: the test runner's argv, e.g. [\"/usr/bin/python3\", \"-m\", \"pytest\"]");
     TS_ASSIGN_OR_RETURN(c->command, Argv(*command, "command"));
@@ -443,6 +469,16 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, const std::string& pat
   if (c.workdir.size() > 1 && c.workdir.back() == '/') c.workdir.pop_back();
   if (c.project.empty()) c.project = dir.filename().string();
   return c;
+}
+
+std::string HistoryStoreSpec(const Config& config) {
+  const fs::path dir = fs::absolute(fs::path(config.path)).parent_path();
+  if (config.history.empty()) return "file:" + (dir / ".testshard").lexically_normal().string();
+  if (config.history.rfind("file:", 0) == 0) {
+    fs::path p(config.history.substr(5));
+    return "file:" + (p.is_absolute() ? p : (dir / p).lexically_normal()).string();
+  }
+  return config.history;
 }
 
 absl::StatusOr<Config> LoadConfig(const std::string& path) {

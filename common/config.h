@@ -22,6 +22,12 @@ struct StageConfig {
   bool continue_on_failure = false;   // later stages run even when this one fails
   int retries = 0;                    // a failed test runs again up to this many times, on another agent if any
   std::string reset;                  // "agent" | "stage" | "shard"; empty = database.reset
+  // Planning. The smallest unit a batch holds: "test", "class" or "module" (coarser units pay their class- or
+  // module-scoped fixtures once, but balance worse).
+  std::string granularity = "test";
+  // A pytest marker that keeps tests together: those with the same first argument (@pytest.mark.NAME("key")),
+  // or all of them when it has none, always run in one batch. Empty: none.
+  std::string group_marker;
 };
 
 struct DatabaseConfig {
@@ -71,6 +77,9 @@ std::string_view HandoffCheckName(DatabaseConfig::HandoffCheck c);
 struct Config {
   std::string path;                    // the file it was read from
   std::string project;                 // history key; defaults to the config directory's name
+  // Where test durations are kept between runs, as written: "file:DIR" (relative to the config's directory),
+  // "redis://...", "unix:/PATH", "postgresql://...". Empty: the default; see HistoryStoreSpec.
+  std::string history;
   std::vector<std::string> command;    // argv prefix of the test runner
   std::string workdir;                 // absolute
   int agents = 0;                      // 0 = one per core
@@ -87,6 +96,10 @@ absl::StatusOr<Config> LoadConfig(const std::string& path);
 
 // The same, from text; `path` is used for messages and to resolve `workdir`.
 absl::StatusOr<Config> ParseConfig(std::string_view text, const std::string& path);
+
+// The history store the project's runs read and update: `history` with a relative file: directory resolved
+// against the config's directory; by default file:<config's directory>/.testshard.
+std::string HistoryStoreSpec(const Config& config);
 
 // Finds the config for `dir`: testshard.toml, else a pyproject.toml that has [tool.testshard]. NotFound otherwise.
 absl::StatusOr<std::string> FindConfig(const std::string& dir);

@@ -153,6 +153,36 @@ TEST(ConfigTest, BadMarkerExpressionIsRefusedWithLine) {
   EXPECT_THAT(ParseConfig(text, "t.toml"), StatusIs(kInvalid, HasSubstr("t.toml:4: stages[0].markers: bad marker")));
 }
 
+// Planning keys: where the history lives, and how a stage may be cut.
+TEST(ConfigTest, PlanningKeysDefaultToTheProjectsFileStoreAndSingleTests) {
+  TS_ASSERT_OK_AND_ASSIGN(Config c, ParseConfig(kGood, "/proj/testshard.toml"));
+  EXPECT_EQ(HistoryStoreSpec(c), "file:/proj/.testshard");
+  EXPECT_EQ(c.stages[0].granularity, "test");
+  EXPECT_EQ(c.stages[0].group_marker, "");
+}
+
+TEST(ConfigTest, PlanningKeysAreRead) {
+  std::string text = "command = [\"p\"]\nhistory = \"file:.cache/durations\"\n[[stages]]\nname = \"a\"\n"
+                     "granularity = \"module\"\ngroup_marker = \"serial_group\"\n";
+  TS_ASSERT_OK_AND_ASSIGN(Config c, ParseConfig(text, "/proj/sub/testshard.toml"));
+  EXPECT_EQ(HistoryStoreSpec(c), "file:/proj/sub/.cache/durations");
+  EXPECT_EQ(c.stages[0].granularity, "module");
+  EXPECT_EQ(c.stages[0].group_marker, "serial_group");
+  c.history = "redis://cache:6379/2";
+  EXPECT_EQ(HistoryStoreSpec(c), "redis://cache:6379/2");
+  c.history = "file:/var/lib/testshard";
+  EXPECT_EQ(HistoryStoreSpec(c), "file:/var/lib/testshard");
+}
+
+TEST(ConfigTest, BadPlanningValuesNameTheKeyAndLine) {
+  EXPECT_THAT(ParseConfig("command = [\"p\"]\nhistory = \"s3://bucket\"\n[[stages]]\nname = \"a\"\n", "t.toml"),
+              StatusIs(kInvalid, HasSubstr("t.toml:2: history: expected file:DIR")));
+  EXPECT_THAT(ParseConfig("command = [\"p\"]\n[[stages]]\nname = \"a\"\ngranularity = \"file\"\n", "t.toml"),
+              StatusIs(kInvalid, HasSubstr("t.toml:4: stages[0].granularity: expected \"test\", \"class\"")));
+  EXPECT_THAT(ParseConfig("command = [\"p\"]\n[[stages]]\nname = \"a\"\ngroup_marker = \"a b\"\n", "t.toml"),
+              StatusIs(kInvalid, HasSubstr("t.toml:4: stages[0].group_marker: expected a marker name")));
+}
+
 TEST(MarkerExpressionTest, AcceptsPytestGrammar) {
   for (const char* ok : {"", "unit", "unit and critical", "integration and not slow", "not (a or b) and c",
                          "(slow)", "not not x"}) {

@@ -106,9 +106,12 @@ std::optional<Batch> DynamicStageQueue::Next(std::string_view agent_id) {
     return batch;
   }
   Agent& agent = AgentFor(agent_id);
-  // An agent asks when it is free: whatever it had is done.
-  inflight_s_ = std::max(0.0, inflight_s_ - agent.inflight_s);
-  agent.inflight_s = 0;
+  // An agent asks when it is (nearly) free: whatever it had no longer counts as work in flight. Its records stay
+  // until Completed reports them, which may come after this call.
+  for (Running& r : agent.running) {
+    if (r.counted) inflight_s_ = std::max(0.0, inflight_s_ - r.predicted_s);
+    r.counted = false;
+  }
   // Wall seconds the pool needs for what is left, were it shared perfectly: what is pending, plus (on average)
   // half of what the other agents are still running. This agent takes a fraction of its share, but never so little
   // that the start-up dominates.
@@ -171,10 +174,19 @@ std::optional<Batch> DynamicStageQueue::Next(std::string_view agent_id) {
   if (pending_.empty()) pending_s_ = 0;  // no drift from float subtraction
   batch.test_ids.reserve(tests.size());
   for (uint32_t t : tests) batch.test_ids.push_back(ids_[t]);
-  agent.inflight_s = batch.predicted_s;
-  agent.inflight_sum_sq = sum_sq;
-  inflight_s_ += batch.predicted_s;
+  Hand(agent, batch, sum_sq);
   return batch;
+}
+
+void DynamicStageQueue::Hand(Agent& agent, const Batch& batch, double sum_sq) {
+  // Batches whose report never comes (their lease was lost) must not pile up.
+  constexpr size_t kMaxRunning = 4;
+  while (agent.running.size() >= kMaxRunning) {
+    if (agent.running.front().counted) inflight_s_ = std::max(0.0, inflight_s_ - agent.running.front().predicted_s);
+    agent.running.pop_front();
+  }
+  agent.running.push_back(Running{batch.predicted_s, sum_sq, true});
+  inflight_s_ += batch.predicted_s;
 }
 
 Batch DynamicStageQueue::Probe(Agent& agent, double budget) {
@@ -195,9 +207,7 @@ Batch DynamicStageQueue::Probe(Agent& agent, double budget) {
   if (pending_.empty()) pending_s_ = 0;
   batch.test_ids.reserve(tests.size());
   for (uint32_t t : tests) batch.test_ids.push_back(ids_[t]);
-  agent.inflight_s = batch.predicted_s;
-  agent.inflight_sum_sq = sum_sq;
-  inflight_s_ += batch.predicted_s;
+  Hand(agent, batch, sum_sq);
   return batch;
 }
 
@@ -241,8 +251,17 @@ void DynamicStageQueue::Return(std::vector<std::string> test_ids) {
 
 void DynamicStageQueue::Completed(std::string_view agent_id, double predicted_s, double wall_s) {
   Agent& agent = AgentFor(agent_id);
-  inflight_s_ = std::max(0.0, inflight_s_ - agent.inflight_s);
-  agent.inflight_s = 0;
+  // The batch reported: the one handed out with this prediction (the caller passes Batch::predicted_s back), else
+  // the oldest.
+  double sum_sq = 0;
+  if (!agent.running.empty()) {
+    auto it = std::find_if(agent.running.begin(), agent.running.end(),
+                           [&](const Running& r) { return r.predicted_s == predicted_s; });
+    if (it == agent.running.end()) it = agent.running.begin();
+    if (it->counted) inflight_s_ = std::max(0.0, inflight_s_ - it->predicted_s);
+    sum_sq = it->sum_sq;
+    agent.running.erase(it);
+  }
   const double work_s = wall_s - agent.startup_s;
   if (!(predicted_s > 0) || !(work_s > 0)) return;
   observed_wall_s_ += work_s;
@@ -251,8 +270,7 @@ void DynamicStageQueue::Completed(std::string_view agent_id, double predicted_s,
   // a few large tests says little (each estimate is off by tens of percent, and a few do not average out), so one
   // lucky batch must not make an agent look fast and earn it a batch it cannot finish in time; a batch of many
   // tests says a lot, so a slow agent is recognised after one.
-  const double sum_sq = agent.inflight_sum_sq > 0 ? agent.inflight_sum_sq : predicted_s * predicted_s;
-  agent.inflight_sum_sq = 0;
+  if (!(sum_sq > 0)) sum_sq = predicted_s * predicted_s;
   const double cv = std::max(options_.estimate_cv, 0.05);
   const double variance = std::max(cv * cv * sum_sq / (predicted_s * predicted_s), 1e-4);
   agent.evidence += 1 / variance;

@@ -80,12 +80,19 @@ class DynamicStageQueue final : public StageQueue {
   double remaining_seconds() const { return pending_s_; }
 
  private:
+  // A batch handed out and not yet reported through Completed.
+  struct Running {
+    double predicted_s = 0;
+    double sum_sq = 0;     // sum of squared unit estimates (how predictable the batch is)
+    bool counted = true;   // still part of inflight_s_ (until the agent asks again or reports it)
+  };
   struct Agent {
     double startup_s = 0;
     double rate = 1;        // wall seconds per predicted second
     bool measured = false;  // rate comes from a measurement, not a default
-    double inflight_s = 0;  // predicted seconds of the batch it is running
-    double inflight_sum_sq = 0;  // sum of squared unit estimates of that batch (how predictable it is)
+    // Oldest first. Usually one; two when the agent asks for its next batch before reporting the last (a warm
+    // worker asks while it still runs the last test of a batch, so that module fixtures carry over).
+    std::deque<Running> running;
     double evidence = 0;         // sum of 1 / variance of the pace each completed batch showed
     double weighted_rates = 0;   // sum of pace / variance
     double rate_variance = 0;    // how uncertain `rate` still is
@@ -98,6 +105,8 @@ class DynamicStageQueue final : public StageQueue {
   void PushFront(std::vector<WorkUnit> units);
   // A short first batch of the smallest units, to measure an agent before it may take a long one.
   Batch Probe(Agent& agent, double budget);
+  // Records `batch` as running on `agent`.
+  void Hand(Agent& agent, const Batch& batch, double sum_sq);
 
   const DynamicOptions options_;
   const int planned_agents_;

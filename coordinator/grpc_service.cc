@@ -36,7 +36,10 @@ Completion FromWire(const v1::CompleteLeaseRequest& req) {
   c.error = req.error();
   c.stderr_tail = req.stderr_tail();
   c.collected.assign(req.collected_test_ids().begin(), req.collected_test_ids().end());
+  c.groups.assign(req.collected_groups().begin(), req.collected_groups().end());
   c.unattempted.assign(req.unattempted_test_ids().begin(), req.unattempted_test_ids().end());
+  c.wall_s = req.wall_s();
+  c.worker_start_s = req.worker_start_s();
   return c;
 }
 
@@ -99,6 +102,7 @@ grpc::ServerUnaryReactor* CoordinatorService::Lease(grpc::CallbackServerContext*
       l->set_timeout_ms(absl::ToInt64Milliseconds(w.lease.timeout));
       l->set_maxfail(w.lease.maxfail);
       l->set_test_timeout_ms(absl::ToInt64Milliseconds(w.lease.test_timeout));
+      l->set_group_marker(w.lease.group_marker);
       break;
     }
   }

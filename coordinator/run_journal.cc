@@ -36,7 +36,10 @@ TestAttempt AttemptFrom(const json& j) {
 json ToJson(const JournalEvent& e) {
   json j = {{"k", static_cast<int>(e.kind)}, {"s", e.stage}};
   switch (e.kind) {
-    case JournalEvent::kCollected: j["ids"] = e.ids; break;
+    case JournalEvent::kCollected:
+      j["ids"] = e.ids;
+      if (!e.groups.empty()) j["g"] = e.groups;
+      break;
     case JournalEvent::kAttempt:
       j["id"] = e.result.id;
       j["cn"] = e.result.classname;
@@ -59,7 +62,10 @@ JournalEvent FromJson(const json& j) {
   e.kind = static_cast<JournalEvent::Kind>(j.at("k").get<int>());
   e.stage = j.at("s").get<std::string>();
   switch (e.kind) {
-    case JournalEvent::kCollected: e.ids = j.at("ids").get<std::vector<std::string>>(); break;
+    case JournalEvent::kCollected:
+      e.ids = j.at("ids").get<std::vector<std::string>>();
+      e.groups = j.value("g", std::vector<std::string>{});
+      break;
     case JournalEvent::kAttempt:
       e.result.id = j.at("id").get<std::string>();
       e.result.classname = j.value("cn", "");

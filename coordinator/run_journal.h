@@ -18,6 +18,7 @@ struct JournalEvent {
   enum Kind { kCollected, kAttempt, kStageEnd } kind = kAttempt;
   std::string stage;
   std::vector<std::string> ids;  // kCollected
+  std::vector<std::string> groups;  // kCollected: empty, or the group key of each id ("" = none)
   TestCase result;               // kAttempt
   std::string agent;             // kAttempt: who ran it ("" for results the coordinator decided)
   bool final = false;            // kAttempt: recorded as is, never retried (not-run, collection errors)

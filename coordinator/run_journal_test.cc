@@ -33,6 +33,7 @@ TEST_F(RunJournalTest, EventsRoundTrip) {
     c.kind = JournalEvent::kCollected;
     c.stage = "unit";
     c.ids = {"a.py::t[\\xe9 \\n;$(x)]", "a.py::u"};
+    c.groups = {"", "serial=db"};
     j->Append(c);
     JournalEvent a;
     a.kind = JournalEvent::kAttempt;
@@ -53,6 +54,7 @@ TEST_F(RunJournalTest, EventsRoundTrip) {
   TS_ASSERT_OK_AND_ASSIGN(auto events, FileRunJournal::Read(path_));
   ASSERT_EQ(events.size(), 3u);
   EXPECT_EQ(events[0].ids[0], "a.py::t[\\xe9 \\n;$(x)]");
+  EXPECT_EQ(events[0].groups, (std::vector<std::string>{"", "serial=db"}));
   EXPECT_EQ(events[1].result.result.outcome, Outcome::kFailed);
   EXPECT_EQ(events[1].result.properties.size(), 1u);
   EXPECT_EQ(events[1].agent, "agent-1");

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "coordinator/work_units.h"
 
 namespace testshard::coordinator {
 namespace {
@@ -62,8 +63,10 @@ absl::Status RunState::Restore(const std::vector<JournalEvent>& events) {
     }
     switch (e.kind) {
       case JournalEvent::kCollected:
-        for (const std::string& id : e.ids) {
+        for (size_t i = 0; i < e.ids.size(); ++i) {
+          const std::string& id = e.ids[i];
           if (s->collected.insert(id).second) s->order.push_back(id);
+          if (e.groups.size() == e.ids.size() && !e.groups[i].empty()) s->groups[id] = e.groups[i];
         }
         s->status = StageStatus::kRunning;
         break;
@@ -86,12 +89,11 @@ absl::Status RunState::Restore(const std::vector<JournalEvent>& events) {
     if (s.status != StageStatus::kRunning) continue;
     s.started = clock_->Now();
     s.retries.clear();
-    PlanRequest req;
+    std::vector<std::string> ids;
     for (const std::string& id : s.order) {
-      if (!s.results.count(id)) req.test_ids.push_back(id);
+      if (!s.results.count(id)) ids.push_back(id);
     }
-    req.agents = std::max(1, options_.expected_agents);
-    s.queue = planner_->Plan(req);
+    PlanStage(s, std::move(ids));
   }
   restoring_ = false;
   return absl::OkStatus();
@@ -162,7 +164,46 @@ LeaseInfo RunState::NewLease(const std::string& agent_id, Stage& stage, LeaseKin
   info.timeout = stage.config.timeout;
   info.test_timeout = stage.config.test_timeout;
   info.maxfail = stage.config.maxfail;
+  if (kind == LeaseKind::kDiscover) info.group_marker = stage.config.group_marker;
   return info;
+}
+
+double RunState::EstimateOf(const std::string& id) const {
+  return options_.estimator ? options_.estimator->Seconds(id) : 1.0;
+}
+
+void RunState::PlanStage(Stage& stage, std::vector<std::string> ids) {
+  stage.granularity = ParseGranularity(stage.config.granularity).value_or(Granularity::kTest);
+  PlanRequest req;
+  // Agents that registered count even before they ask; so does the number the run was started for.
+  req.agents = std::max<int>(std::max(1, options_.expected_agents), static_cast<int>(agents_.size()));
+  std::shared_ptr<const DurationEstimator> estimator = options_.estimator;
+  if (estimator) req.estimate = [estimator](const std::string& id) { return estimator->Seconds(id); };
+  req.granularity = stage.granularity;
+  if (!stage.groups.empty()) {
+    req.groups.reserve(ids.size());
+    for (const std::string& id : ids) {
+      auto g = stage.groups.find(id);
+      req.groups.push_back(g != stage.groups.end() ? g->second : std::string());
+    }
+  }
+  const bool warm = Warm(stage);
+  req.default_startup_s = warm ? options_.warm_startup_s : options_.process_startup_s;
+  req.agent_profiles = ProfilesLocked(warm);
+  stage.planned = static_cast<int>(ids.size());
+  stage.known = 0;
+  stage.remaining_s = 0;
+  for (const std::string& id : ids) {
+    if (estimator) {
+      Estimate e = estimator->Get(id);
+      stage.remaining_s += e.seconds;
+      stage.known += e.source == EstimateSource::kHistory;
+    } else {
+      stage.remaining_s += 1.0;
+    }
+  }
+  req.test_ids = std::move(ids);
+  stage.queue = planner_->Plan(req);
 }
 
 bool RunState::ActiveLeases(const Stage& stage) const {
@@ -215,13 +256,20 @@ Work RunState::NextWork(const std::string& agent_id) {
       }
       case StageStatus::kRunning: {
         std::optional<Batch> batch;
+        bool from_queue = false;
         if (!s->cancelling) batch = NextRetries(*s, agent_id);
-        if (!s->cancelling && !batch) batch = s->queue->Next(agent_id);
+        if (!s->cancelling && !batch) {
+          batch = s->queue->Next(agent_id);
+          from_queue = batch.has_value();
+        }
         if (batch) {
           w.kind = Work::kLease;
           w.lease = NewLease(agent_id, *s, LeaseKind::kRun);
           w.lease.test_ids = std::move(batch->test_ids);
-          leases_[w.lease.id].info = w.lease;
+          w.lease.predicted_s = batch->predicted_s;
+          Lease& lease = leases_[w.lease.id];
+          lease.info = w.lease;
+          lease.from_queue = from_queue;
           return w;
         }
         MaybeFinishStage(*s);
@@ -348,6 +396,7 @@ void RunState::Finalize(Stage& stage, TestCase tc) {
   e.result = tc;
   e.final = true;
   Journal(std::move(e));
+  stage.remaining_s = std::max(0.0, stage.remaining_s - EstimateOf(tc.id));
   stage.results.emplace(tc.id, std::move(tc));
 }
 
@@ -387,6 +436,7 @@ void RunState::Record(Stage& stage, const std::string& agent_id, TestCase tc) {
   }
   tc.reruns = std::move(earlier);
   stage.attempts.erase(tc.id);
+  stage.remaining_s = std::max(0.0, stage.remaining_s - EstimateOf(tc.id));
   auto [it, inserted] = stage.results.emplace(tc.id, std::move(tc));
   if (IsFailure(it->second.result.outcome)) {
     ++stage.failures;
@@ -414,7 +464,24 @@ absl::Status RunState::ReportResults(const std::string& agent_id, const std::str
     }
   }
   for (const TestCase& tc : results) {
-    if (lease->reported.insert(tc.id).second) Record(*stage, lease->info.agent_id, tc);
+    if (!lease->reported.insert(tc.id).second) continue;
+    if (tc.result.outcome != Outcome::kNotRun && tc.result.time_s >= 0) {
+      // What the test took against its prediction: the stage's pace (for its ETA) and the agent's (for plans).
+      const double actual = tc.result.time_s;
+      lease->actual_s += actual;
+      if (options_.estimator) {
+        Estimate e = options_.estimator->Get(tc.id);
+        stage->reported_predicted_s += e.seconds;
+        if (e.source == EstimateSource::kHistory) {
+          lease->known_predicted_s += e.seconds;
+          lease->known_actual_s += actual;
+        }
+      } else {
+        stage->reported_predicted_s += 1.0;
+      }
+      stage->reported_actual_s += actual;
+    }
+    Record(*stage, lease->info.agent_id, tc);
   }
   if (cancel_reason && lease->state == Lease::kCancelled) {
     *cancel_reason = lease->cancel_reason.empty() ? "cancelled" : lease->cancel_reason;
@@ -452,24 +519,33 @@ absl::Status RunState::CompleteLease(const std::string& agent_id, const std::str
       Finalize(*stage, std::move(tc));
       EndStage(*stage, StageStatus::kFailed);
     } else {
-      for (const std::string& id : c.collected) {
-        if (stage->collected.insert(id).second) stage->order.push_back(id);
+      // Group keys only count for the stage's own marker, and only when the agent could tell every test's.
+      const bool grouped = !stage->config.group_marker.empty() && c.groups.size() == c.collected.size();
+      for (size_t i = 0; i < c.collected.size(); ++i) {
+        const std::string& id = c.collected[i];
+        if (!stage->collected.insert(id).second) continue;
+        stage->order.push_back(id);
+        if (grouped && !c.groups[i].empty()) stage->groups[id] = c.groups[i];
       }
       JournalEvent collected;
       collected.kind = JournalEvent::kCollected;
       collected.stage = stage->config.name;
       collected.ids = stage->order;
+      if (!stage->groups.empty()) {
+        for (const std::string& id : stage->order) {
+          auto g = stage->groups.find(id);
+          collected.groups.push_back(g != stage->groups.end() ? g->second : std::string());
+        }
+      }
       Journal(std::move(collected));
-      PlanRequest req;
-      req.test_ids = stage->order;
-      req.agents = std::max<int>(options_.expected_agents, static_cast<int>(agents_.size()));
-      stage->queue = planner_->Plan(req);
+      PlanStage(*stage, stage->order);
       stage->status = StageStatus::kRunning;
       MaybeFinishStage(*stage);  // an empty selection passes at once
     }
     return absl::OkStatus();
   }
 
+  if (c.status == Completion::kOk && !was_cancelled) LearnFromLease(*stage, *lease, c);
   // Tests the agent never started go back to the queue, unless the stage is being cancelled.
   std::set<std::string> requeue;
   if (!was_cancelled && !stage->cancelling && c.status != Completion::kCancelled) {
@@ -495,6 +571,42 @@ absl::Status RunState::CompleteLease(const std::string& agent_id, const std::str
   }
   MaybeFinishStage(*stage);
   return absl::OkStatus();
+}
+
+void RunState::LearnFromLease(Stage& stage, const Lease& lease, const Completion& c) {
+  if (lease.info.kind != LeaseKind::kRun || !(c.wall_s > 0)) return;
+  // A worker started for this lease is paid once, not by every batch: it is neither the batch's start-up nor its
+  // pace.
+  const double batch_wall_s = c.wall_s - std::clamp(c.worker_start_s, 0.0, c.wall_s);
+  if (lease.from_queue && stage.queue) {
+    stage.queue->Completed(lease.info.agent_id, lease.info.predicted_s, batch_wall_s);
+  }
+  auto agent = agents_.find(lease.info.agent_id);
+  if (agent == agents_.end() || lease.reported.empty()) return;
+  Pace& pace = Warm(stage) ? agent->second.warm : agent->second.process;
+  ++pace.batches;
+  pace.overhead_s += std::max(0.0, batch_wall_s - lease.actual_s);
+  agent->second.known_predicted_s += lease.known_predicted_s;
+  agent->second.known_actual_s += lease.known_actual_s;
+}
+
+std::map<std::string, AgentProfile, std::less<>> RunState::ProfilesLocked(bool warm) const {
+  std::map<std::string, AgentProfile, std::less<>> out;
+  for (const auto& [id, a] : agents_) {
+    AgentProfile p;
+    const Pace& pace = warm ? a.warm : a.process;
+    if (pace.batches > 0) p.startup_s = pace.overhead_s / pace.batches;
+    // The pace against the history counts only tests the history knew, and only once there is enough of it that
+    // timer noise does not decide it.
+    if (a.known_predicted_s > 0.5 && a.known_actual_s > 0.5) p.speed = a.known_predicted_s / a.known_actual_s;
+    if (p.startup_s >= 0 || p.speed > 0) out.emplace(id, p);
+  }
+  return out;
+}
+
+std::map<std::string, AgentProfile, std::less<>> RunState::AgentProfiles(bool warm) const {
+  absl::MutexLock l(&mu_);
+  return ProfilesLocked(warm);
 }
 
 void RunState::CancelStage(Stage& stage, const std::string& reason) {
@@ -693,6 +805,18 @@ std::vector<StageProgress> RunState::Progress() const {
       }
     }
     if (s.started != absl::Time()) p.elapsed = (Terminal(s.status) ? s.finished : now) - s.started;
+    p.planned = s.planned;
+    p.known = s.known;
+    if (s.status == StageStatus::kRunning && s.queue && (s.known > 0 || s.reported_actual_s > 0)) {
+      // The work left, at the pace the stage's results have shown against their predictions so far, shared by
+      // the agents still taking work. Known once there is something to go by: a history, or the first results.
+      const double pace = s.reported_predicted_s > 0 && s.reported_actual_s > 0
+                              ? s.reported_actual_s / s.reported_predicted_s
+                              : 1.0;
+      int live = 0;
+      for (const auto& [id, a] : agents_) live += a.drained.empty() && !dismissed_.count(id);
+      p.eta_s = s.remaining_s * pace / std::max(1, live);
+    }
     out.push_back(std::move(p));
   }
   return out;

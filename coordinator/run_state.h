@@ -16,6 +16,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/test_result.h"
+#include "coordinator/estimator.h"
 #include "coordinator/planner.h"
 #include "coordinator/run_journal.h"
 
@@ -34,6 +35,8 @@ struct LeaseInfo {
   absl::Duration timeout;       // for the child process; zero = none
   absl::Duration test_timeout;  // for one test; zero = none
   int maxfail = 0;
+  std::string group_marker;     // discovery: the stage's group marker, whose keys the agent should return
+  double predicted_s = 0;       // run: the batch's predicted seconds (Batch::predicted_s)
 };
 
 struct Work {
@@ -57,7 +60,10 @@ struct Completion {
   std::string error;
   std::string stderr_tail;
   std::vector<std::string> collected;    // discovery leases
+  std::vector<std::string> groups;       // discovery leases: empty, or a group key per collected id ("" = none)
   std::vector<std::string> unattempted;  // run leases: never started, to be run again
+  double wall_s = 0;                     // run leases: wall time, start-up included; 0 = not measured
+  double worker_start_s = 0;             // run leases: the part of wall_s spent starting a warm worker
 };
 
 enum class StageStatus { kPending, kDiscovering, kRunning, kPassed, kFailed, kSkipped, kCancelled };
@@ -69,6 +75,12 @@ struct StageProgress {
   std::string note;  // why it was skipped, failed to collect, or was cancelled
   int total = 0, done = 0, passed = 0, failed = 0, errors = 0, skipped = 0, not_run = 0, flaky = 0;
   absl::Duration elapsed;
+  // Once planned: how many of the planned tests the history knew (their own duration, not a relative's).
+  int planned = 0, known = 0;
+  // While running: seconds until the stage ends, from the predicted work without a result (scaled by how the
+  // stage's results so far compare with their predictions) over the live agents. Negative: not known yet (no
+  // test of the stage is in the history and none has reported a duration).
+  double eta_s = -1;
 };
 
 struct RunOptions {
@@ -79,6 +91,13 @@ struct RunOptions {
   absl::Duration wait_hint = absl::Milliseconds(100);
   RunJournal* journal = nullptr;              // where results are kept for a restart; may be null
   int generation = 0;                         // restarts so far: lease ids never repeat across restarts
+  // Predicted durations (from the history). Null: none, every test counts the same (1 s).
+  std::shared_ptr<const DurationEstimator> estimator;
+  // Per-batch start-up assumed for an agent not yet measured: for stages whose batches run in the agents' warm
+  // pytest workers (`warm_stages`), and for those that start a pytest process per batch.
+  std::set<std::string> warm_stages;
+  double warm_startup_s = 0.05;
+  double process_startup_s = 2;
 };
 
 // pytest-like exit codes.
@@ -132,6 +151,10 @@ class RunState {
   bool AgentsDismissed() const;
   // Agents that take no more work, with the reason.
   std::map<std::string, std::string> DrainedAgents() const;
+  // What the completed batches showed of each registered agent (by id), for a stage whose batches run warm or
+  // one process each: the per-batch start-up (wall time not spent in tests) and the pace against the history.
+  // Fields stay at AgentProfile's "unknown" values until measured.
+  std::map<std::string, AgentProfile, std::less<>> AgentProfiles(bool warm) const;
   // Blocks until done() or `deadline`; true when done.
   bool WaitDone(absl::Time deadline) const;
   int exit_code() const;
@@ -145,6 +168,13 @@ class RunState {
     StageStatus status = StageStatus::kPending;
     std::string note;
     std::vector<std::string> order;          // collection order
+    std::map<std::string, std::string> groups;  // id -> its group marker's key, for grouped tests only
+    Granularity granularity = Granularity::kTest;
+    // Planning and progress: predicted seconds of the planned tests that have no final result yet, and what the
+    // reported results took against what was predicted for them.
+    int planned = 0, known = 0;
+    double remaining_s = 0;
+    double reported_predicted_s = 0, reported_actual_s = 0;
     std::map<std::string, TestCase> results;  // id -> final result, once known
     std::set<std::string> collected;
     std::unique_ptr<StageQueue> queue;
@@ -159,17 +189,28 @@ class RunState {
     bool cancelling = false;
     absl::Time started, finished;
   };
+  // What an agent's completed batches of one kind (warm, or a process each) showed.
+  struct Pace {
+    int batches = 0;
+    double overhead_s = 0;  // sum over batches of wall time not spent in tests (start-up, round trips)
+  };
   struct AgentStats {
     std::string name;
     int results = 0, failures = 0;
     std::string drained;  // why it takes no more work
     absl::Time last_seen;  // its last registration, heartbeat or request for work
+    Pace warm, process;
+    // Tests whose estimate was their own history: predicted against actual seconds, for the agent's speed.
+    double known_predicted_s = 0, known_actual_s = 0;
   };
   struct Lease {
     LeaseInfo info;
     enum State { kActive, kCancelled, kExpired, kCompleted } state = kActive;
     std::string cancel_reason;
     std::set<std::string> reported;
+    bool from_queue = false;  // the batch came from the stage's queue (not the retries), so it reports to it
+    double actual_s = 0;      // sum of the reported tests' durations
+    double known_predicted_s = 0, known_actual_s = 0;  // the same for tests the history knew
   };
 
   Stage* CurrentStage() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -189,6 +230,13 @@ class RunState {
   LeaseInfo NewLease(const std::string& agent_id, Stage& stage, LeaseKind kind) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool ActiveLeases(const Stage& stage) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<Batch> NextRetries(Stage& stage, const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Plans `ids` of `stage` into a fresh queue, with the estimates, groups and agent profiles known now.
+  void PlanStage(Stage& stage, std::vector<std::string> ids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  double EstimateOf(const std::string& id) const;
+  bool Warm(const Stage& stage) const { return options_.warm_stages.count(stage.config.name) > 0; }
+  // A run lease ended normally: feeds what it took to the stage's queue and the agent's profile.
+  void LearnFromLease(Stage& stage, const Lease& lease, const Completion& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::map<std::string, AgentProfile, std::less<>> ProfilesLocked(bool warm) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeDrain(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Seen(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -5,6 +5,7 @@
 
 #include "common/testing/fake_clock.h"
 #include "common/testing/status_matchers.h"
+#include "coordinator/dynamic_queue.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -478,6 +479,244 @@ TEST_F(RunStateTest, RestoreRefusesAJournalFromAnotherConfig) {
   e.kind = JournalEvent::kCollected;
   e.stage = "renamed";
   EXPECT_THAT(run_->Restore({e}), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("'renamed'")));
+}
+
+
+// Planning: what RunState hands its planner, and what it feeds back to the queue. The planner and its queues are
+// recorded, so each test sees exactly what crossed the seam.
+struct PlanLog {
+  std::vector<PlanRequest> requests;
+  struct Feedback {
+    std::string agent;
+    double predicted_s, wall_s;
+  };
+  std::vector<Feedback> completed;
+};
+
+class RecordingQueue final : public StageQueue {
+ public:
+  RecordingQueue(std::unique_ptr<StageQueue> inner, std::shared_ptr<PlanLog> log)
+      : inner_(std::move(inner)), log_(std::move(log)) {}
+  std::optional<Batch> Next(std::string_view agent_id) override {
+    std::optional<Batch> b = inner_->Next(agent_id);
+    if (b) b->predicted_s = static_cast<double>(b->test_ids.size());  // something to recognise it by
+    return b;
+  }
+  void Return(std::vector<std::string> ids) override { inner_->Return(std::move(ids)); }
+  size_t remaining() const override { return inner_->remaining(); }
+  void Completed(std::string_view agent_id, double predicted_s, double wall_s) override {
+    log_->completed.push_back({std::string(agent_id), predicted_s, wall_s});
+  }
+
+ private:
+  std::unique_ptr<StageQueue> inner_;
+  std::shared_ptr<PlanLog> log_;
+};
+
+class RecordingPlanner final : public Planner {
+ public:
+  explicit RecordingPlanner(std::shared_ptr<PlanLog> log) : log_(std::move(log)) {}
+  std::unique_ptr<StageQueue> Plan(const PlanRequest& request) override {
+    log_->requests.push_back(request);
+    return std::make_unique<RecordingQueue>(EqualCountPlanner().Plan(request), log_);
+  }
+
+ private:
+  std::shared_ptr<PlanLog> log_;
+};
+
+class RunStatePlanningTest : public RunStateTest {
+ protected:
+  void StartPlanned(std::vector<StageConfig> stages, std::vector<std::pair<std::string, double>> known,
+                    std::set<std::string> warm_stages = {}, int agents = 2,
+                    std::unique_ptr<Planner> planner = nullptr) {
+    RunOptions options;
+    options.stages = std::move(stages);
+    options.expected_agents = agents;
+    options.branch = "main";
+    options.lease_ttl = absl::Seconds(10);
+    options.estimator = std::make_shared<DurationEstimator>(std::move(known));
+    options.warm_stages = std::move(warm_stages);
+    options.warm_startup_s = 0.05;
+    options.process_startup_s = 2;
+    if (!planner) planner = std::make_unique<RecordingPlanner>(log_);
+    run_ = std::make_unique<RunState>(options, std::move(planner), &clock_);
+  }
+  // Reports every test of `lease` as passed in `each_s` seconds, then completes it as measured.
+  void FinishTimed(const std::string& agent, const LeaseInfo& lease, double each_s, double wall_s,
+                   double worker_start_s = 0) {
+    std::vector<TestCase> results;
+    for (const auto& id : lease.test_ids) {
+      TestCase tc = Result(id, Outcome::kPassed);
+      tc.result.time_s = each_s;
+      results.push_back(tc);
+    }
+    ASSERT_THAT(run_->ReportResults(agent, lease.id, results), IsOk());
+    Completion c;
+    c.wall_s = wall_s;
+    c.worker_start_s = worker_start_s;
+    ASSERT_THAT(run_->CompleteLease(agent, lease.id, c), IsOk());
+  }
+  std::shared_ptr<PlanLog> log_ = std::make_shared<PlanLog>();
+};
+
+TEST_F(RunStatePlanningTest, StageIsPlannedWithHistoryEstimatesAndCountsWhatTheHistoryKnew) {
+  StageConfig unit = Stage("unit");
+  unit.granularity = "module";
+  StartPlanned({unit}, {{"a.py::t0", 5}, {"a.py::t1", 3}}, {"unit"});
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, {"a.py::t0", "a.py::t1", "b.py::t0"});
+  ASSERT_EQ(log_->requests.size(), 1u);
+  const PlanRequest& req = log_->requests[0];
+  EXPECT_EQ(req.test_ids, (std::vector<std::string>{"a.py::t0", "a.py::t1", "b.py::t0"}));
+  ASSERT_TRUE(req.estimate);
+  EXPECT_DOUBLE_EQ(req.estimate("a.py::t0"), 5);
+  EXPECT_DOUBLE_EQ(req.estimate("b.py::t0"), 4);  // unknown: the median of the known suite
+  EXPECT_EQ(req.granularity, Granularity::kModule);
+  EXPECT_EQ(req.agents, 2);
+  EXPECT_DOUBLE_EQ(req.default_startup_s, 0.05);  // a warm stage
+  EXPECT_TRUE(req.groups.empty());
+  StageProgress p = run_->Progress()[0];
+  EXPECT_EQ(p.planned, 3);
+  EXPECT_EQ(p.known, 2);
+}
+
+// With the coordinator's real planner, the history decides the shards: a stage of a few start-ups is split by
+// predicted seconds, not by count (one 10 s test weighs as much as ten 1 s ones).
+TEST_F(RunStatePlanningTest, DynamicPlannerBalancesTheStageByHistory) {
+  StartPlanned({Stage("unit")}, {{"u.py::t0", 10}, {"u.py::t1", 1}, {"u.py::t2", 1}, {"u.py::t3", 1}, {"u.py::t4", 1}},
+               /*warm_stages=*/{}, /*agents=*/2, std::make_unique<DynamicPlanner>());
+  std::string a = run_->RegisterAgent("a"), b = run_->RegisterAgent("b");
+  Discover(a, Ids("u.py", 5));
+  std::set<std::vector<std::string>> shards;
+  for (const std::string& agent : {a, b}) {
+    LeaseInfo l = Take(agent);
+    EXPECT_GT(l.predicted_s, 0);
+    shards.insert(l.test_ids);
+  }
+  const std::set<std::vector<std::string>> by_seconds = {{"u.py::t0"},
+                                                         {"u.py::t1", "u.py::t2", "u.py::t3", "u.py::t4"}};
+  EXPECT_EQ(shards, by_seconds);
+}
+
+TEST_F(RunStatePlanningTest, GroupKeysFromDiscoveryReachThePlannerOnlyForTheStagesMarker) {
+  StageConfig grouped = Stage("grouped"), plain = Stage("plain");
+  grouped.group_marker = "serial";
+  StartPlanned({grouped, plain}, {});
+  std::string a = run_->RegisterAgent("a");
+  for (size_t i = 0; i < 2; ++i) {
+    const std::string stage = i == 0 ? "grouped" : "plain";
+    Work w = run_->NextWork(a);
+    ASSERT_EQ(w.lease.kind, LeaseKind::kDiscover) << stage;
+    EXPECT_EQ(w.lease.group_marker, i == 0 ? "serial" : "") << stage;
+    Completion c;
+    c.collected = Ids(stage + ".py", 3);
+    c.groups = {"serial=db", "", "serial=db"};
+    ASSERT_THAT(run_->CompleteLease(a, w.lease.id, c), IsOk());
+    LeaseInfo l = Take(a);
+    Finish(a, l, Outcome::kPassed);
+    if (run_->Progress()[i].status == StageStatus::kRunning) Finish(a, Take(a), Outcome::kPassed);
+  }
+  ASSERT_EQ(log_->requests.size(), 2u);
+  EXPECT_EQ(log_->requests[0].groups, (std::vector<std::string>{"serial=db", "", "serial=db"}));
+  EXPECT_TRUE(log_->requests[1].groups.empty());  // "plain" has no group marker: keys are not its to use
+}
+
+TEST_F(RunStatePlanningTest, RestoredStageIsReplannedWithItsGroups) {
+  StageConfig grouped = Stage("grouped");
+  grouped.group_marker = "serial";
+  StartPlanned({grouped}, {});
+  JournalEvent collected;
+  collected.kind = JournalEvent::kCollected;
+  collected.stage = "grouped";
+  collected.ids = Ids("g.py", 3);
+  collected.groups = {"", "serial", "serial"};
+  JournalEvent done;
+  done.kind = JournalEvent::kAttempt;
+  done.stage = "grouped";
+  done.result = Result(collected.ids[0], Outcome::kPassed);
+  ASSERT_THAT(run_->Restore({collected, done}), IsOk());
+  ASSERT_EQ(log_->requests.size(), 1u);
+  EXPECT_EQ(log_->requests[0].test_ids, (std::vector<std::string>{"g.py::t1", "g.py::t2"}));
+  EXPECT_EQ(log_->requests[0].groups, (std::vector<std::string>{"serial", "serial"}));
+}
+
+TEST_F(RunStatePlanningTest, CompletedBatchFeedsItsWallTimeLessWorkerStartToTheQueue) {
+  StartPlanned({Stage("unit")}, {}, {"unit"}, /*agents=*/1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 4));
+  LeaseInfo l = Take(a);
+  ASSERT_EQ(l.test_ids.size(), 4u);
+  FinishTimed(a, l, /*each_s=*/0.5, /*wall_s=*/5, /*worker_start_s=*/2);
+  ASSERT_EQ(log_->completed.size(), 1u);
+  EXPECT_EQ(log_->completed[0].agent, a);
+  EXPECT_DOUBLE_EQ(log_->completed[0].predicted_s, 4);  // what the queue said of the batch
+  EXPECT_DOUBLE_EQ(log_->completed[0].wall_s, 3);       // the worker's start is not the batch's
+  // The agent's warm start-up: wall time not spent in tests, the worker's start left out.
+  auto warm = run_->AgentProfiles(/*warm=*/true);
+  ASSERT_TRUE(warm.count(a));
+  EXPECT_DOUBLE_EQ(warm[a].startup_s, 1);
+  EXPECT_TRUE(run_->AgentProfiles(/*warm=*/false).empty());
+}
+
+TEST_F(RunStatePlanningTest, MeasuredStartupPlansTheNextStage) {
+  StartPlanned({Stage("one"), Stage("two")}, {}, /*warm_stages=*/{}, /*agents=*/1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("one.py", 2));
+  FinishTimed(a, Take(a), /*each_s=*/1, /*wall_s=*/5);
+  Discover(a, Ids("two.py", 2));
+  ASSERT_EQ(log_->requests.size(), 2u);
+  EXPECT_DOUBLE_EQ(log_->requests[0].default_startup_s, 2);  // a process per batch
+  ASSERT_TRUE(log_->requests[1].agent_profiles.count(a));
+  EXPECT_DOUBLE_EQ(log_->requests[1].agent_profiles.at(a).startup_s, 3);
+}
+
+TEST_F(RunStatePlanningTest, RetriedTestsAndUnmeasuredLeasesDoNotFeedTheQueue) {
+  StageConfig unit = Stage("unit");
+  unit.retries = 1;
+  StartPlanned({unit}, {}, {}, /*agents=*/1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 1));
+  LeaseInfo first = Take(a);
+  std::vector<TestCase> failed = {Result(first.test_ids[0], Outcome::kFailed)};
+  ASSERT_THAT(run_->ReportResults(a, first.id, failed), IsOk());
+  ASSERT_THAT(run_->CompleteLease(a, first.id, {}), IsOk());  // no wall time: nothing to learn
+  EXPECT_TRUE(log_->completed.empty());
+  LeaseInfo retry = Take(a);  // the only agent: the retry comes back to it
+  FinishTimed(a, retry, 1, 3);
+  EXPECT_TRUE(log_->completed.empty());  // not a batch the queue handed out
+  EXPECT_EQ(run_->Progress()[0].status, StageStatus::kPassed);
+}
+
+TEST_F(RunStatePlanningTest, EtaIsTheWorkLeftAtTheObservedPaceOverTheLiveAgents) {
+  StartPlanned({Stage("unit")}, {{"u.py::t0", 10}, {"u.py::t1", 10}, {"u.py::t2", 10}, {"u.py::t3", 10}});
+  std::string a = run_->RegisterAgent("a"), b = run_->RegisterAgent("b");
+  Discover(a, Ids("u.py", 4));
+  EXPECT_DOUBLE_EQ(run_->Progress()[0].eta_s, 20);  // 40 s of history over 2 agents
+  LeaseInfo la = Take(a);
+  ASSERT_EQ(la.test_ids.size(), 2u);
+  // The first test took twice its history: the rest is expected to as well.
+  TestCase slow = Result(la.test_ids[0], Outcome::kPassed);
+  slow.result.time_s = 20;
+  ASSERT_THAT(run_->ReportResults(a, la.id, {slow}), IsOk());
+  EXPECT_DOUBLE_EQ(run_->Progress()[0].eta_s, 30 * 2 / 2.0);
+  TestCase fast = Result(la.test_ids[1], Outcome::kPassed);
+  fast.result.time_s = 0;  // 20 s for 20 s predicted: pace 1
+  ASSERT_THAT(run_->ReportResults(a, la.id, {fast}), IsOk());
+  EXPECT_DOUBLE_EQ(run_->Progress()[0].eta_s, 20 * 1 / 2.0);
+}
+
+TEST_F(RunStatePlanningTest, NoEtaWithoutHistoryUntilTheFirstResults) {
+  StartPlanned({Stage("unit")}, {});
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 4));
+  EXPECT_LT(run_->Progress()[0].eta_s, 0);
+  EXPECT_EQ(run_->Progress()[0].known, 0);
+  LeaseInfo l = Take(a);
+  TestCase tc = Result(l.test_ids[0], Outcome::kPassed);
+  tc.result.time_s = 3;
+  ASSERT_THAT(run_->ReportResults(a, l.id, {tc}), IsOk());
+  EXPECT_DOUBLE_EQ(run_->Progress()[0].eta_s, 3 * 3.0);  // 3 tests left at 3 s each, one agent registered
 }
 
 }  // namespace

@@ -4,12 +4,13 @@ Loaded into the project's own pytest with ``-p testshard_worker``; active only w
 the agent's unix socket. The agent and the worker exchange JSON lines:
 
   agent -> worker   {"type": "select", "markers": "unit and critical"}   ids of a stage, in collection order
+                    (with "group_marker": NAME, also each id's group key: see _group_key)
                     {"type": "run", "ids": [...]}                          append to the queue and run
                     {"type": "flush"}                                      run the held-back last test now
                     {"type": "stop"}                                       finish the session
   worker -> agent   {"type": "ready", "count": N, "pid": P}                collected, or
                     {"type": "collect_error", "text": "..."}
-                    {"type": "selected", "ids": [...]} or {"type": "select_error", "text": "..."}
+                    {"type": "selected", "ids": [...], "groups": [...]} or {"type": "select_error", "text": "..."}
                     {"type": "start", "id": ...}                           a test begins (for hang and crash detection)
                     {"type": "result", ...}                                a test's outcome, as pytest's junitxml sees it
                     {"type": "unknown", "id": ...}                         an id this session did not collect
@@ -130,6 +131,20 @@ class _Result:
         }
 
 
+def _group_key(item, name):
+    """The key that keeps ``item`` with the other tests of its group: the group marker's first argument
+    (``@pytest.mark.NAME("accounts")``), else its keyword arguments, else the marker's presence alone; "" when the
+    test does not carry the marker."""
+    mark = item.get_closest_marker(name)
+    if mark is None:
+        return ""
+    if mark.args:
+        return "%s=%s" % (name, mark.args[0])
+    if mark.kwargs:
+        return "%s(%s)" % (name, ",".join("%s=%s" % kv for kv in sorted(mark.kwargs.items())))
+    return name
+
+
 def _first_line(report):
     crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
     if crash is not None and getattr(crash, "message", None):
@@ -181,7 +196,7 @@ class TestshardWorker:
             message = self.channel.receive()
             kind = message.get("type")
             if kind == "select":
-                self._select(session.items, message.get("markers", ""))
+                self._select(session.items, message.get("markers", ""), message.get("group_marker", ""))
                 continue
             if kind == "run":
                 for nodeid in message.get("ids", []):
@@ -199,9 +214,15 @@ class TestshardWorker:
             if kind == "stop":
                 return True
 
-    def _select(self, all_items, markers):
+    def _select(self, all_items, markers, group_marker=""):
+        def send(items):
+            message = {"ids": [item.nodeid for item in items]}
+            if group_marker:
+                message["groups"] = [_group_key(item, group_marker) for item in items]
+            self.channel.send(type="selected", **message)
+
         if not markers.strip():
-            self.channel.send(type="selected", ids=[item.nodeid for item in all_items])
+            send(all_items)
             return
         if Expression is None:
             self.channel.send(type="select_error", text="this pytest has no _pytest.mark.expression")
@@ -215,8 +236,8 @@ class TestshardWorker:
         for item in all_items:
             names = {mark.name for mark in item.iter_markers()}
             if expr.evaluate(lambda name, **kwargs: name in names and not kwargs):
-                selected.append(item.nodeid)
-        self.channel.send(type="selected", ids=selected)
+                selected.append(item)
+        send(selected)
 
     def _run(self, session, item, nextitem):
         item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)

@@ -3,16 +3,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/history/history.h"
 #include "common/junit_writer.h"
 #include "common/process.h"
 #include "common/status.h"
 #include "common/wire.h"
+#include "coordinator/dynamic_queue.h"
+#include "coordinator/estimator.h"
 
 namespace testshard {
 namespace {
@@ -23,6 +27,14 @@ using coordinator::StageStatus;
 
 std::string Seconds(absl::Duration d) { return absl::StrFormat("%.1fs", absl::ToDoubleSeconds(d)); }
 
+// "45s", "3m05s", "1h02m": an estimate, so no fractions.
+std::string Eta(double seconds) {
+  const int64_t s = static_cast<int64_t>(std::llround(std::max(0.0, seconds)));
+  if (s < 60) return absl::StrFormat("%ds", s);
+  if (s < 3600) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrFormat("%dh%02dm", s / 3600, (s % 3600) / 60);
+}
+
 std::string Line(const StageProgress& p) {
   std::string s = absl::StrFormat("%-20s %-10s", p.name, coordinator::StageStatusName(p.status));
   if (p.total > 0 || p.status == StageStatus::kRunning) {
@@ -31,6 +43,7 @@ std::string Line(const StageProgress& p) {
     if (p.not_run) s += absl::StrFormat(", %d not run", p.not_run);
   }
   if (p.elapsed > absl::ZeroDuration()) s += "  " + Seconds(p.elapsed);
+  if (p.status == StageStatus::kRunning && p.eta_s >= 0) s += "  ETA " + Eta(p.eta_s);
   return s;
 }
 
@@ -65,6 +78,17 @@ std::string DetectBranch(const std::string& flag, const std::string& dir) {
   unlink(tmpl);
   while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
   return r.ok() && r->ok() && out != "HEAD" ? out : "";
+}
+
+std::set<std::string> WarmStages(const Config& config) {
+  std::set<std::string> warm;
+  if (!config.warm || config.runner != "pytest") return warm;
+  for (const StageConfig& stage : config.stages) {
+    // The agent runs a lease with a database of its own (reset "stage" or "shard") in a process of its own.
+    const std::string& reset = stage.reset.empty() ? config.database.reset : stage.reset;
+    if (config.database.mode == DatabaseConfig::Mode::kNone || reset == "agent") warm.insert(stage.name);
+  }
+  return warm;
 }
 
 v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
@@ -127,7 +151,17 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, co
   ro.branch = options.branch;
   ro.expected_agents = std::max(1, options.agents);
   ro.lease_ttl = options.lease_ttl;
-  s->run_ = std::make_unique<coordinator::RunState>(ro, std::make_unique<coordinator::EqualCountPlanner>(),
+  ro.estimator = s->OpenHistory();
+  ro.warm_stages = WarmStages(config);
+  for (const StageConfig& stage : config.stages) {
+    // Group keys are read from the markers by the agents' pytest worker; discovery in a plain pytest process only
+    // lists ids.
+    if (!stage.group_marker.empty() && !(config.warm && config.runner == "pytest")) {
+      std::fprintf(stderr, "testshard: warning: stage %s: group_marker needs warm = true and the pytest runner; "
+                   "its tests are planned without groups\n", stage.name.c_str());
+    }
+  }
+  s->run_ = std::make_unique<coordinator::RunState>(ro, std::make_unique<coordinator::DynamicPlanner>(),
                                                     RealClock::Get());
   if (options.resume) {
     TS_RETURN_IF_ERROR(s->run_->Restore(events));
@@ -144,6 +178,55 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, co
   TS_ASSIGN_OR_RETURN(s->server_, coordinator::CoordinatorServer::Start(options.listen, s->run_.get(), so, options.tls,
                                                                          options.allow_remote_plaintext));
   return s;
+}
+
+std::shared_ptr<const coordinator::DurationEstimator> Session::OpenHistory() {
+  // The history only makes the plan better. Without it every test is estimated the same and the dynamic queue
+  // still balances by what it measures, so a store that cannot be reached is a warning, not a failed run. (It is
+  // an error for `testshard split`, whose CI jobs plan separately and must all see the same history; here one
+  // coordinator plans for every agent.)
+  history_spec_ = HistoryStoreSpec(config_);
+  std::vector<history::TestHistory> records;
+  auto store = history::OpenHistoryStore(history_spec_);
+  if (!store.ok()) {
+    std::fprintf(stderr, "testshard: warning: history store %s: %s; planning with default estimates\n",
+                 history_spec_.c_str(), std::string(store.status().message()).c_str());
+  } else {
+    auto read = (*store)->ReadAll(config_.project);
+    if (read.ok()) {
+      records = *std::move(read);
+    } else {
+      std::fprintf(stderr, "testshard: warning: reading the history from %s: %s; planning with default estimates\n",
+                   (*store)->Describe().c_str(), std::string(read.status().message()).c_str());
+    }
+    history_ = *std::move(store);
+  }
+  return std::make_shared<coordinator::DurationEstimator>(history::KnownDurations(records));
+}
+
+void Session::RecordHistory(const std::vector<TestSuite>& suites) {
+  std::vector<TestCase> cases;
+  for (const TestSuite& suite : suites) cases.insert(cases.end(), suite.cases.begin(), suite.cases.end());
+  // The samples `testshard history import` folds in for a JUnit file, straight from the results.
+  std::vector<history::Sample> samples = history::SamplesFromResults(cases, absl::Now());
+  if (samples.empty()) return;
+  if (!history_) {
+    auto store = history::OpenHistoryStore(history_spec_);
+    if (!store.ok()) {
+      std::fprintf(stderr, "testshard: warning: durations not recorded: history store %s: %s\n",
+                   history_spec_.c_str(), std::string(store.status().message()).c_str());
+      return;
+    }
+    history_ = *std::move(store);
+  }
+  absl::Status s = history_->Update(config_.project, samples);
+  if (!s.ok()) {
+    std::fprintf(stderr, "testshard: warning: durations not recorded in %s: %s\n", history_->Describe().c_str(),
+                 std::string(s.message()).c_str());
+    return;
+  }
+  std::printf("testshard: recorded %zu result(s) in the history (%s, project %s)\n", samples.size(),
+              history_->Describe().c_str(), config_.project.c_str());
 }
 
 void Session::PrintProgress(bool force) {
@@ -174,6 +257,14 @@ int Session::Watch(const std::function<bool()>& should_stop) {
     seen.resize(progress.size(), StageStatus::kPending);
     for (size_t i = 0; i < progress.size(); ++i) {
       if (progress[i].status != seen[i]) {
+        if (progress[i].status == StageStatus::kRunning) {
+          // Once per stage, when its tests are planned.
+          std::printf(tty_ ? "\r\033[Ktestshard: stage %s planned: %d test(s), %d known from history\n"
+                           : "testshard: stage %s planned: %d test(s), %d known from history\n",
+                      progress[i].name.c_str(), progress[i].planned, progress[i].known);
+          std::fflush(stdout);
+          last_line_.clear();
+        }
         bool terminal = progress[i].status != StageStatus::kDiscovering && progress[i].status != StageStatus::kRunning &&
                         progress[i].status != StageStatus::kPending;
         if (terminal) {
@@ -195,6 +286,7 @@ int Session::Watch(const std::function<bool()>& should_stop) {
 
 int Session::Finish(const std::string& junit_out) {
   std::vector<TestSuite> suites = run_->Report();
+  RecordHistory(suites);  // the tests' own results only, not the hand-off check's
   if (auto handoff = handoff_->Suite()) suites.push_back(std::move(*handoff));
   if (!junit_out.empty()) {
     std::error_code ec;

@@ -5,11 +5,15 @@
 
 #include <csignal>
 #include <memory>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/config.h"
+#include "common/history/history_store.h"
 #include "common/wire.h"
+#include "coordinator/estimator.h"
 #include "coordinator/grpc_service.h"
 #include "coordinator/handoff_report.h"
 #include "coordinator/run_state.h"
@@ -43,15 +47,24 @@ class Session {
   // Prints progress until the run is done, `should_stop` returns true, or a SIGINT/SIGTERM arrives (which must be
   // blocked in every thread). Returns the signal number that interrupted it, or 0.
   int Watch(const std::function<bool()>& should_stop);
-  // Writes the JUnit report and prints the summary; returns the run's exit code.
+  // Writes the JUnit report, records every final result in the history and prints the summary; returns the
+  // run's exit code.
   int Finish(const std::string& junit_out);
 
  private:
   Session() = default;
   void PrintProgress(bool force);
+  // Opens the history store and reads the project's records into an estimator (empty when the store cannot be
+  // read: a warning, see the .cc).
+  std::shared_ptr<const coordinator::DurationEstimator> OpenHistory();
+  // Folds the run's results into the history store (opening it again if it could not be opened at the start).
+  // Failures are warnings: the tests' outcome does not depend on it.
+  void RecordHistory(const std::vector<TestSuite>& suites);
 
   Config config_;
   std::string run_id_;
+  std::string history_spec_;                      // HistoryStoreSpec(config_)
+  std::unique_ptr<history::HistoryStore> history_;  // null when it could not be opened at the start
   absl::Time started_;
   std::unique_ptr<coordinator::FileRunJournal> journal_;
   std::unique_ptr<coordinator::RunState> run_;
@@ -64,6 +77,10 @@ class Session {
 
 // The branch stages are filtered on: --branch, else the CI's variable, else git's current branch, else "".
 std::string DetectBranch(const std::string& flag, const std::string& dir);
+
+// The stages whose run leases the agents run in their long-lived pytest worker (the rest start a process per
+// lease): warm workers on, the pytest runner, and the agent's own database (reset = "agent") or none.
+std::set<std::string> WarmStages(const Config& config);
 
 // What agents are told to run.
 v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url);

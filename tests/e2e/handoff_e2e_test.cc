@@ -416,6 +416,7 @@ env = { DATABASE_URL = "{url}" }
 name = "owns"
 markers = "handoff"
 retries = 1
+granularity = "module"  # each module owns its table: its tests are one unit, as the suite was written
 )TOML", stage_extra);
 }
 
