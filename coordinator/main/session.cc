@@ -70,8 +70,9 @@ std::string DetectBranch(const std::string& flag, const std::string& dir) {
 v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
   v1::RunSpec spec;
   for (const std::string& a : config.command) spec.add_command(a);
-  fs::path root = fs::path(config.path).parent_path();
-  spec.set_workdir(fs::relative(config.workdir, fs::absolute(root)).string());
+  // A config named without a directory (--config pyproject.toml) has an empty parent, which fs::absolute refuses.
+  fs::path root = fs::absolute(config.path).parent_path();
+  spec.set_workdir(fs::relative(config.workdir, root).string());
   spec.mutable_env()->insert(config.env.begin(), config.env.end());
   spec.set_runner(config.runner);
   spec.set_warm(config.warm);
