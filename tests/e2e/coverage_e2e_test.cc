@@ -1,8 +1,12 @@
 // Coverage from `testshard run` end to end (issue 9): a small package and its tests split across 2 agents, measured
 // with real pytest-cov, merged by the coordinator, and compared line by line with one serial `pytest --cov`.
+#include <signal.h>
+
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -240,6 +244,115 @@ TEST_F(CoverageE2eTest, BadCoverageConfigIsRefusedBeforeAnythingRuns) {
   r = Run();
   EXPECT_EQ(r.process.exit_code, 4) << r.output;
   EXPECT_THAT(r.output, HasSubstr("testshard.toml:4: coverage.sources: unknown key"));
+}
+
+
+// `testshard coordinator` with agents in checkouts of their own, as on other machines: each agent's report names
+// its own absolute paths, and the merged report is relative to the coordinator's project all the same.
+class DistributedCoverageE2eTest : public CoverageE2eTest {
+ protected:
+  static constexpr char kToken[] = "0123456789abcdef0123456789abcdef";
+
+  void Checkouts() {
+    for (const char* n : {"checkout-1", "checkout-2"}) {
+      // A pytest.ini makes each checkout its own rootdir, so test ids agree between agents.
+      project_.Write(std::string(n) + "/pytest.ini", "[pytest]\n");
+      for (const char* part : {"app", "tests"}) {
+        fs::copy(project_.dir() + "/" + part, project_.dir() + "/" + n + "/" + part, fs::copy_options::recursive);
+      }
+    }
+  }
+
+  Subprocess Start(std::vector<std::string> args, const std::string& log) {
+    ProcessSpec spec;
+    spec.argv = {TESTSHARD_BIN};
+    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+    spec.cwd = project_.dir();
+    spec.env["TESTSHARD_TOKEN"] = kToken;
+    spec.env["TESTSHARD_BRANCH"] = "main";
+    spec.stdout_path = spec.stderr_path = project_.dir() + "/" + log;
+    spec.timeout = absl::Minutes(3);
+    auto p = Subprocess::Start(spec);
+    EXPECT_TRUE(p.ok()) << p.status();
+    return std::move(*p);
+  }
+
+  Subprocess Coordinator() {
+    std::string socket = project_.dir() + "/coordinator.sock";
+    Subprocess c = Start({"coordinator", "--listen", "unix:" + socket, "--agents", "2", "--lease-ttl", "1",
+                          "--junit-out", "report.xml", "--lcov-out", "merged.lcov"},
+                         "coordinator.log");
+    for (int i = 0; i < 400 && !fs::exists(socket); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    return c;
+  }
+
+  Subprocess Agent(int i) {
+    std::string n = std::to_string(i);
+    return Start({"agent", "--coordinator", "unix:" + project_.dir() + "/coordinator.sock", "--name", "remote-" + n,
+                  "--root", project_.dir() + "/checkout-" + n, "--work-dir", project_.dir() + "/work-" + n},
+                 "agent-" + n + ".log");
+  }
+};
+
+TEST_F(DistributedCoverageE2eTest, AgentsInOtherCheckoutsMergeIntoProjectRelativePaths) {
+  Checkouts();
+  // A long upload_timeout: the coordinator must end because the reports came, not because it gave up.
+  project_.Write("testshard.toml", Config("", "[coverage]\nsource = [\"app\"]\nbranch = true\nupload_timeout = \"10m\"\n"));
+  Subprocess coordinator = Coordinator();
+  Subprocess a1 = Agent(1);
+  Subprocess a2 = Agent(2);
+  ProcessResult c = coordinator.Wait();
+  ASSERT_EQ(c.exit_code, 0) << project_.Read("coordinator.log");
+  EXPECT_EQ(a1.Wait().exit_code, 0) << project_.Read("agent-1.log");
+  EXPECT_EQ(a2.Wait().exit_code, 0) << project_.Read("agent-2.log");
+  std::string log = project_.Read("coordinator.log");
+  EXPECT_THAT(log, ::testing::Not(HasSubstr("warning: coverage"))) << log;
+  EXPECT_EQ(Agents().size(), 2u) << log;
+  EXPECT_EQ(Merged("coverage.xml"), Serial({"tests"}));  // the project's own tests, not the checkouts'
+  std::string lcov = project_.Read("merged.lcov");
+  EXPECT_THAT(lcov, HasSubstr("SF:app/calc.py"));
+  EXPECT_THAT(lcov, ::testing::Not(HasSubstr("checkout-")));
+}
+
+// An agent killed mid-run never reports: the coordinator says which one, writes what the others sent, and does not
+// wait out upload_timeout for it.
+TEST_F(DistributedCoverageE2eTest, AKilledAgentIsAWarningNamingItNotAHang) {
+  project_.Write("tests/test_slow.py", R"PY(
+import os, time
+from app.calc import add
+
+def test_slow():
+    agent = os.environ["TESTSHARD_AGENT"]
+    if agent != "serial" and not os.path.exists(os.path.join("..", "killed")):
+        open(os.path.join("..", agent + ".started"), "w").close()
+        time.sleep(120)
+    assert add(0, 0) == 0
+)PY");
+  Checkouts();
+  project_.Write("testshard.toml", Config("", "[coverage]\nsource = [\"app\"]\nupload_timeout = \"10m\"\n"));
+  Subprocess coordinator = Coordinator();
+  std::map<std::string, Subprocess> agents;
+  agents.emplace("remote-1", Agent(1));
+  agents.emplace("remote-2", Agent(2));
+  std::string victim;
+  for (int i = 0; i < 2400 && victim.empty(); ++i) {
+    for (const auto& [name, p] : agents) {
+      if (fs::exists(project_.dir() + "/" + name + ".started")) victim = name;
+    }
+    if (victim.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_FALSE(victim.empty()) << project_.Read("coordinator.log");
+  agents.at(victim).SignalGroup(SIGKILL);
+  agents.at(victim).Wait();
+  project_.Write("killed", "");
+  ProcessResult c = coordinator.Wait();
+  std::string log = project_.Read("coordinator.log");
+  EXPECT_FALSE(c.timed_out) << log;
+  EXPECT_EQ(c.exit_code, 0) << log;  // test_slow ran again on the other agent
+  EXPECT_THAT(log, HasSubstr("warning: coverage: agent " + victim + " ("));
+  EXPECT_THAT(log, HasSubstr("stopped before the run ended"));
+  EXPECT_THAT(log, HasSubstr("from 1 agent report(s)"));
+  EXPECT_THAT(project_.Read("coverage.xml"), HasSubstr("filename=\"app/calc.py\""));
 }
 
 }  // namespace
