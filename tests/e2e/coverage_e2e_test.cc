@@ -234,6 +234,16 @@ TEST_F(CoverageE2eTest, AWorkerCrashKeepsWhatEveryOtherTestCovered) {
   EXPECT_EQ(Merged("coverage.xml"), Serial({"--deselect", "tests/test_crash.py::test_die"}));
 }
 
+// One process per shard: the shard's process dies on test_die (the last test of its shard); test_before's lines,
+// measured in that process, are kept all the same.
+TEST_F(CoverageE2eTest, AOneShotShardKilledMidRunKeepsWhatItsEarlierTestsCovered) {
+  project_.Write("tests/test_crash.py", kTestsCrash);
+  project_.Write("testshard.toml", Config("warm = false\n", "[coverage]\nsource = [\"app\"]\nbranch = true\n"));
+  Project::Result r = Run();
+  EXPECT_EQ(r.process.exit_code, 1) << r.output;
+  EXPECT_EQ(Merged("coverage.xml"), Serial({"--deselect", "tests/test_crash.py::test_die"}));
+}
+
 TEST_F(CoverageE2eTest, BadCoverageConfigIsRefusedBeforeAnythingRuns) {
   project_.Write("testshard.toml", Config("", "[coverage]\nsource = [\"app\"]\nbranch = \"yes\"\n"));
   Project::Result r = Run();
