@@ -231,10 +231,14 @@ std::map<std::string, std::string> Agent::ChildEnv(const v1::Lease* lease) const
 }
 
 std::shared_ptr<Agent::Active> Agent::Hold(const std::string& lease_id) {
-  auto active = std::make_shared<Active>();
-  active->lease_id = lease_id;
+  // Held once from the moment the lease arrives; later holds share that record, so a cancel received in between
+  // is not lost.
   absl::MutexLock l(&mu_);
-  active_[lease_id] = active;
+  std::shared_ptr<Active>& active = active_[lease_id];
+  if (!active) {
+    active = std::make_shared<Active>();
+    active->lease_id = lease_id;
+  }
   return active;
 }
 
@@ -318,6 +322,9 @@ absl::Status Agent::Run() {
         }
       } else {
         const v1::Lease& lease = resp.lease();
+        // Heartbeat the lease from now on: getting its database or (re)starting the worker can take longer than
+        // the lease's TTL, and an expired lease would cancel the work it was waiting for.
+        Hold(lease.lease_id());
         // A database that cannot be had (the server died, the disk is full) fails the lease as an infrastructure
         // error, and the agent takes no more work.
         if (database_error_.ok()) {
@@ -331,6 +338,7 @@ absl::Status Agent::Run() {
           req.set_status(v1::CompleteLeaseRequest::INFRA_ERROR);
           req.set_error(absl::StrCat("agent ", options_.name, " has no database: ", database_error_.message()));
           absl::Status c = Complete(std::move(req));
+          Release(lease.lease_id());
           if (!c.ok()) spdlog::warn("{}: {}", options_.name, ToStd(c.message()));
           result = database_error_;
           break;

@@ -103,6 +103,7 @@ std::string RunState::RegisterAgent(const std::string& name) {
   std::string id = options_.generation ? absl::StrCat("agent-", options_.generation, "-", ++next_agent_)
                                        : absl::StrCat("agent-", ++next_agent_);
   agents_[id].name = name;
+  Seen(id);
   return id;
 }
 
@@ -175,6 +176,7 @@ bool RunState::ActiveLeases(const Stage& stage) const {
 
 Work RunState::NextWork(const std::string& agent_id) {
   absl::MutexLock l(&mu_);
+  Seen(agent_id);
   ExpireLocked();
   Work w;
   w.retry_after = options_.wait_hint;
@@ -237,6 +239,7 @@ Work RunState::NextWork(const std::string& agent_id) {
 
 std::vector<LeaseUpdate> RunState::Heartbeat(const std::string& agent_id, const std::vector<std::string>& lease_ids) {
   absl::MutexLock l(&mu_);
+  Seen(agent_id);
   ExpireLocked();
   std::vector<LeaseUpdate> out;
   for (const std::string& id : lease_ids) {
@@ -618,10 +621,15 @@ bool RunState::done() const {
 
 bool RunState::AgentsDismissed() const {
   absl::MutexLock l(&mu_);
+  const absl::Time now = clock_->Now();
   for (const auto& [id, a] : agents_) {
-    if (!dismissed_.count(id)) return false;
+    if (!dismissed_.count(id) && now - a.last_seen <= options_.lease_ttl) return false;
   }
   return true;
+}
+
+void RunState::Seen(const std::string& agent_id) {
+  if (auto a = agents_.find(agent_id); a != agents_.end()) a->second.last_seen = clock_->Now();
 }
 
 std::map<std::string, std::string> RunState::DrainedAgents() const {

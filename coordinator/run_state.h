@@ -127,7 +127,8 @@ class RunState {
   void AgentGone(const std::string& name);
 
   bool done() const;
-  // True once every registered agent has been told the run is done (so the server may stop).
+  // True once every registered agent has been told the run is done (so the server may stop), or has been silent
+  // for longer than a lease's TTL (killed or cut off: nobody is left to tell).
   bool AgentsDismissed() const;
   // Agents that take no more work, with the reason.
   std::map<std::string, std::string> DrainedAgents() const;
@@ -162,6 +163,7 @@ class RunState {
     std::string name;
     int results = 0, failures = 0;
     std::string drained;  // why it takes no more work
+    absl::Time last_seen;  // its last registration, heartbeat or request for work
   };
   struct Lease {
     LeaseInfo info;
@@ -188,6 +190,7 @@ class RunState {
   bool ActiveLeases(const Stage& stage) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::optional<Batch> NextRetries(Stage& stage, const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeDrain(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Seen(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const RunOptions options_;
   Clock* const clock_;

@@ -108,6 +108,26 @@ TEST_F(RunStateTest, OthersWaitWhileOneCollectsAndWhileShardsRun) {
   EXPECT_EQ(run_->NextWork(a).kind, Work::kDone);
 }
 
+// The server stops once every agent has heard the run is over; an agent that went silent (killed, cut off) for
+// longer than a lease's TTL is not waited for.
+TEST_F(RunStateTest, AgentsAreDismissedWhenToldOrSilentPastTheLeaseTtl) {
+  Start({Stage("unit")});
+  std::string a = run_->RegisterAgent("a"), b = run_->RegisterAgent("b");
+  Discover(a, Ids("u.py", 2));
+  LeaseInfo la = Take(a);
+  LeaseInfo lb = Take(b);
+  Finish(a, la, Outcome::kPassed);
+  clock_.Advance(absl::Seconds(9));
+  run_->Heartbeat(b, {lb.id});
+  Finish(b, lb, Outcome::kPassed);
+  EXPECT_EQ(run_->NextWork(a).kind, Work::kDone);
+  EXPECT_FALSE(run_->AgentsDismissed());  // b has not heard yet, and spoke a moment ago
+  clock_.Advance(absl::Seconds(9));
+  EXPECT_FALSE(run_->AgentsDismissed());  // within the TTL: it may still ask
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_TRUE(run_->AgentsDismissed());   // silent past the TTL: gone
+}
+
 TEST_F(RunStateTest, PassingStagesThenDone) {
   Start({Stage("unit"), Stage("security")});
   std::string a = run_->RegisterAgent("a");

@@ -21,6 +21,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kToken[] = "fault-token-0123456789abcdef0123";
 
@@ -157,6 +158,28 @@ def test_hangs_forever():
       EXPECT_THAT(c.message, HasSubstr("timed out after 2s (test_timeout)"));
     }
   }
+}
+
+// A worker that crashed is started again for the agent's next lease, and here starting it takes longer than the
+// lease's TTL. The agent heartbeats the lease from the moment it arrives, so the lease survives the start-up rather
+// than expiring, being cancelled, and killing the worker it waited for, over and over.
+TEST_F(FaultsE2eTest, WorkerRestartSlowerThanTheLeaseTtlKeepsTheLease) {
+  project_.Write("conftest.py", "import time\ntime.sleep(3)  # a slow session start-up: longer than --lease-ttl 2\n");
+  project_.Write("tests/test_crash.py", R"PY(
+import os, pytest
+
+@pytest.mark.unit
+def test_crashes_its_worker():
+    os._exit(3)
+)PY");
+  Subprocess run = Run(1);
+  ProcessResult r = run.Wait();
+  EXPECT_EQ(r.exit_code, 1) << project_.Read("run.log");
+  Report report = ReadReport(project_.dir() + "/report.xml");
+  ASSERT_EQ(report.cases.size(), 25u) << project_.Read("run.log");
+  for (const auto& [id, count] : report.Appearances()) EXPECT_EQ(count, 1) << id;
+  EXPECT_EQ(report.Count(Outcome::kPassed), 24) << project_.Read(".testshard/runs/latest/agent-1.log");
+  EXPECT_THAT(project_.Read(".testshard/runs/latest/agent-1.log"), Not(HasSubstr("expired")));
 }
 
 // The coordinator and two agents as separate processes, each agent with its own embedded server; one agent's
