@@ -91,6 +91,11 @@ absl::Status Agent::Register() {
       }
       run_id_ = resp.run_id();
       spec_ = resp.run();
+      // Kept across a re-registration: the data measured so far belongs to the same run.
+      if (spec_.coverage().enabled() && !coverage_) {
+        coverage_ = std::make_unique<CoverageRecorder>(spec_.coverage(), options_.work_dir + "/coverage",
+                                                       DefaultPluginDir());
+      }
       if (resp.heartbeat_interval_ms() > 0) heartbeat_interval_ = absl::Milliseconds(resp.heartbeat_interval_ms());
       return absl::OkStatus();
     }
@@ -365,6 +370,8 @@ absl::Status Agent::Run() {
   }
   if (stopped && !inflight_.empty()) AbortWorker("the agent was stopped", v1::CompleteLeaseRequest::CANCELLED);
   if (worker_) worker_->Stop();
+  // After the worker's session has ended and written its data. A stopped agent leaves at once.
+  if (coverage_ && !stopped && !agent_id_.empty()) SendCoverage();
   heartbeat.join();
   return result;
 }
@@ -414,6 +421,7 @@ absl::Status Agent::EnsureWorker() {
   wo.env = ChildEnv(nullptr);
   wo.plugin_dir = DefaultPluginDir();
   wo.scratch_dir = absl::StrCat(options_.work_dir, "/worker-", ++worker_generation_);
+  if (coverage_) coverage_->Apply("worker", &wo.command, &wo.env);
   auto w = PytestWorker::Start(wo);
   if (!w.ok()) {
     // A collection error is the suite's problem and is reported through discovery; anything else means this
@@ -713,9 +721,11 @@ absl::Status Agent::RunTests(const v1::Lease& lease) {
   std::vector<std::string> ids(lease.test_ids().begin(), lease.test_ids().end());
   ShardFiles files{dir + "/report.xml", dir + "/output.log"};
   ProcessSpec spec;
-  spec.argv = adapter_->RunArgv({spec_.command().begin(), spec_.command().end()}, ids, files, lease.maxfail());
-  spec.cwd = Workdir();
+  std::vector<std::string> command(spec_.command().begin(), spec_.command().end());
   spec.env = ChildEnv(&lease);
+  if (coverage_) coverage_->Apply("batch", &command, &spec.env);
+  spec.argv = adapter_->RunArgv(command, ids, files, lease.maxfail());
+  spec.cwd = Workdir();
   spec.stdout_path = spec.stderr_path = files.output_path;
   spec.parent_death_signal = SIGKILL;
   if (lease.timeout_ms() > 0) spec.timeout = absl::Milliseconds(lease.timeout_ms());
@@ -777,29 +787,59 @@ absl::Status Agent::Complete(v1::CompleteLeaseRequest req) {
 }
 
 absl::Status Agent::Upload(const std::string& lease_id, const std::string& path, const std::string& kind) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  v1::ArtifactChunk header;
+  header.set_lease_id(lease_id);
+  header.set_name(fs::path(path).filename().string());
+  header.set_kind(kind);
+  return Upload(std::move(header), path);
+}
+
+absl::Status Agent::Upload(v1::ArtifactChunk header, const std::string& path) {
+  std::ifstream in;
+  if (!path.empty()) {
+    in.open(path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  }
   v1::UploadArtifactResponse resp;
   auto ctx = Context(absl::Minutes(5));
   auto writer = stub_->UploadArtifact(ctx.get(), &resp);
-  v1::ArtifactChunk chunk;
+  v1::ArtifactChunk chunk = std::move(header);
   chunk.set_agent_id(agent_id_);
-  chunk.set_lease_id(lease_id);
-  chunk.set_name(fs::path(path).filename().string());
-  chunk.set_kind(kind);
   std::string buf(kChunkBytes, '\0');
   bool first = true;
   while (in || first) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    chunk.set_data(buf.data(), static_cast<size_t>(in.gcount()));
+    if (in.is_open()) in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    size_t n = in.is_open() ? static_cast<size_t>(in.gcount()) : 0;
+    chunk.set_data(buf.data(), n);
     if (!writer->Write(chunk)) break;
     chunk.clear_name();
     chunk.clear_kind();
+    chunk.clear_root();
+    chunk.clear_error();
     first = false;
-    if (in.gcount() == 0) break;
+    if (n == 0) break;
   }
   writer->WritesDone();
   return FromGrpc(writer->Finish());
+}
+
+void Agent::SendCoverage() {
+  v1::ArtifactChunk header;
+  header.set_kind("coverage");
+  header.set_name("coverage.xml");
+  std::string root = fs::absolute(options_.root).lexically_normal().string();
+  if (root.size() > 1 && root.back() == '/') root.pop_back();
+  header.set_root(root);
+  absl::StatusOr<std::string> report = coverage_->Report(runner_, Workdir(), ChildEnv(nullptr));
+  std::string path;
+  if (report.ok()) {
+    path = *report;
+  } else {
+    spdlog::warn("{}: coverage: {}", options_.name, ToStd(report.status().message()));
+    header.set_error(std::string(report.status().message()));
+  }
+  absl::Status s = Upload(std::move(header), path);
+  if (!s.ok()) spdlog::warn("{}: uploading coverage: {}", options_.name, ToStd(s.message()));
 }
 
 }  // namespace testshard::agent

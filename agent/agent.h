@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "agent/coverage_recorder.h"
 #include "agent/database.h"
 #include "agent/database_scopes.h"
 #include "agent/handoff_monitor.h"
@@ -108,6 +109,10 @@ class Agent {
 
   absl::Status Complete(v1::CompleteLeaseRequest req);
   absl::Status Upload(const std::string& lease_id, const std::string& path, const std::string& kind);
+  // Streams `path` (none: `header` alone) with `header`'s fields on the first chunk.
+  absl::Status Upload(v1::ArtifactChunk header, const std::string& path);
+  // The run is done: combines everything this agent measured and uploads it (or why there is nothing).
+  void SendCoverage();
   void HeartbeatLoop();
   std::unique_ptr<grpc::ClientContext> Context(absl::Duration timeout = absl::Seconds(30)) const;
 
@@ -128,6 +133,7 @@ class Agent {
   std::vector<std::string> warnings_;               // sent with the next completed lease
   // The hand-off check (agent/handoff.h): null when the run has no database or turned it off.
   std::unique_ptr<HandoffMonitor> handoff_;
+  std::unique_ptr<CoverageRecorder> coverage_;      // null unless the run measures coverage
 
   // Control-thread state for the warm worker.
   std::unique_ptr<PytestWorker> worker_;

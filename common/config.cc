@@ -351,10 +351,46 @@ class Reader {
     return absl::OkStatus();
   }
 
-  absl::Status Root(const toml::table& t, const toml::node& where, Config* c) const {
+  absl::Status Coverage(const toml::node& n, CoverageConfig* cov) const {
+    const toml::table* t = n.as_table();
+    if (!t) return Error(n, "coverage", absl::StrCat("expected a table, got ", TypeName(n)));
     TS_RETURN_IF_ERROR(
+<<<<<<< HEAD
         OnlyKeys(t, "", {"project", "command", "workdir", "agents", "runner", "warm", "env", "database", "stages",
                          "history"}));
+=======
+        OnlyKeys(*t, "coverage.", {"enabled", "source", "branch", "cobertura", "lcov", "upload_timeout"}));
+    cov->enabled = true;
+    if (const toml::node* m = t->get("enabled")) { TS_ASSIGN_OR_RETURN(cov->enabled, Bool(*m, "coverage.enabled")); }
+    if (const toml::node* m = t->get("source")) {
+      TS_ASSIGN_OR_RETURN(cov->source, StringList(*m, "coverage.source"));
+      for (const std::string& s : cov->source) {
+        // Passed as --cov=SOURCE in every agent's checkout: an absolute path would name one machine's files.
+        if (s.empty() || fs::path(s).is_absolute() || s.find('\0') != std::string::npos) {
+          return Error(*m, "coverage.source",
+                       absl::StrCat("expected package names or paths relative to workdir, got \"", s, "\""));
+        }
+      }
+    }
+    if (const toml::node* m = t->get("branch")) { TS_ASSIGN_OR_RETURN(cov->branch, Bool(*m, "coverage.branch")); }
+    for (auto [key, out] : {std::pair{"cobertura", &cov->cobertura}, std::pair{"lcov", &cov->lcov}}) {
+      const toml::node* m = t->get(key);
+      if (!m) continue;
+      std::string name = absl::StrCat("coverage.", key);
+      TS_ASSIGN_OR_RETURN(*out, String(*m, name));
+      if (out->empty()) return Error(*m, name, "expected a file name, e.g. \"coverage.xml\"");
+    }
+    if (const toml::node* m = t->get("upload_timeout")) {
+      TS_ASSIGN_OR_RETURN(cov->upload_timeout, Duration(*m, "coverage.upload_timeout"));
+    }
+    if (cov->cobertura.empty() && cov->lcov.empty()) cov->cobertura = "coverage.xml";
+    return absl::OkStatus();
+  }
+
+  absl::Status Root(const toml::table& t, const toml::node& where, Config* c) const {
+    TS_RETURN_IF_ERROR(OnlyKeys(
+        t, "", {"project", "command", "workdir", "agents", "runner", "warm", "env", "database", "coverage", "stages"}));
+>>>>>>> coverage
     if (const toml::node* n = t.get("project")) { TS_ASSIGN_OR_RETURN(c->project, String(*n, "project")); }
     if (const toml::node* n = t.get("history")) {
       TS_ASSIGN_OR_RETURN(c->history, String(*n, "history"));
@@ -384,6 +420,7 @@ class Reader {
     if (const toml::node* n = t.get("env")) { TS_ASSIGN_OR_RETURN(c->env, StringMap(*n, "env")); }
     if (const toml::node* n = t.get("warm")) { TS_ASSIGN_OR_RETURN(c->warm, Bool(*n, "warm")); }
     if (const toml::node* n = t.get("database")) TS_RETURN_IF_ERROR(Database(*n, &c->database));
+    if (const toml::node* n = t.get("coverage")) TS_RETURN_IF_ERROR(Coverage(*n, &c->coverage));
     const toml::node* stages = t.get("stages");
     if (!stages) return Error(where, "stages", "missing: at least one [[stages]] table with a name and markers");
     const toml::array* a = stages->as_array();
@@ -468,6 +505,9 @@ absl::StatusOr<Config> ParseConfig(std::string_view text, const std::string& pat
   c.workdir = (dir / (c.workdir.empty() ? "." : c.workdir)).lexically_normal().string();
   if (c.workdir.size() > 1 && c.workdir.back() == '/') c.workdir.pop_back();
   if (c.project.empty()) c.project = dir.filename().string();
+  for (std::string* out : {&c.coverage.cobertura, &c.coverage.lcov}) {
+    if (!out->empty()) *out = (dir / *out).lexically_normal().string();
+  }
   return c;
 }
 

@@ -74,6 +74,17 @@ std::string_view TransportName(DatabaseConfig::Transport t);
 std::string_view DjangoTestDbName(DatabaseConfig::DjangoTestDb d);
 std::string_view HandoffCheckName(DatabaseConfig::HandoffCheck c);
 
+// Coverage measured during a run (pytest-cov in every pytest process) and merged into one report.
+struct CoverageConfig {
+  bool enabled = false;                // a [coverage] table turns it on; `enabled = false` keeps the table but off
+  std::vector<std::string> source;     // what to measure (pytest-cov's --cov), relative to workdir; empty = what
+                                       // coverage.py's own configuration says
+  bool branch = false;                 // branch coverage (--cov-branch)
+  std::string cobertura;               // outputs, absolute (given relative to the config's directory); "" = none.
+  std::string lcov;                    // With neither given, cobertura is coverage.xml.
+  absl::Duration upload_timeout = absl::Seconds(120);  // how long the coordinator waits for agents' reports
+};
+
 struct Config {
   std::string path;                    // the file it was read from
   std::string project;                 // history key; defaults to the config directory's name
@@ -87,6 +98,7 @@ struct Config {
   bool warm = true;                    // one long-lived pytest worker per agent (false: one process per shard)
   std::map<std::string, std::string> env;
   DatabaseConfig database;
+  CoverageConfig coverage;
   std::vector<StageConfig> stages;
 };
 

@@ -265,5 +265,77 @@ TEST(DatabaseConfigTest, BadValuesNameKeyAndLine) {
               StatusIs(kInvalid, HasSubstr("stages[0].reset")));
 }
 
+
+constexpr char kStages[] = R"(
+[[stages]]
+name = "all"
+)";
+
+absl::StatusOr<Config> WithCoverage(const std::string& table) {
+  return ParseConfig("command = [\"pytest\"]\n" + table + kStages, "/proj/testshard.toml");
+}
+
+TEST(CoverageConfigTest, OffWithoutATable) {
+  TS_ASSERT_OK_AND_ASSIGN(Config c, WithCoverage(""));
+  EXPECT_FALSE(c.coverage.enabled);
+}
+
+TEST(CoverageConfigTest, ATableTurnsItOnWithCoberturaByDefault) {
+  TS_ASSERT_OK_AND_ASSIGN(Config c, WithCoverage("[coverage]\nsource = [\"app\"]\n"));
+  EXPECT_TRUE(c.coverage.enabled);
+  EXPECT_EQ(c.coverage.source, std::vector<std::string>{"app"});
+  EXPECT_FALSE(c.coverage.branch);
+  EXPECT_EQ(c.coverage.cobertura, "/proj/coverage.xml");
+  EXPECT_EQ(c.coverage.lcov, "");
+}
+
+TEST(CoverageConfigTest, ReadsEveryKeyWithOutputsRelativeToTheConfig) {
+  TS_ASSERT_OK_AND_ASSIGN(Config c, WithCoverage(R"([coverage]
+source = ["app", "lib/util"]
+branch = true
+lcov = "out/coverage.lcov"
+upload_timeout = "30s"
+)"));
+  EXPECT_EQ(c.coverage.source, (std::vector<std::string>{"app", "lib/util"}));
+  EXPECT_TRUE(c.coverage.branch);
+  EXPECT_EQ(c.coverage.cobertura, "");  // only what was asked for
+  EXPECT_EQ(c.coverage.lcov, "/proj/out/coverage.lcov");
+  EXPECT_EQ(c.coverage.upload_timeout, absl::Seconds(30));
+}
+
+TEST(CoverageConfigTest, ReadFromToolTestshardCoverageInPyproject) {
+  TS_ASSERT_OK_AND_ASSIGN(Config c, ParseConfig(R"([tool.testshard]
+command = ["pytest"]
+[tool.testshard.coverage]
+source = ["app"]
+enabled = false
+[[tool.testshard.stages]]
+name = "all"
+)", "/proj/pyproject.toml"));
+  EXPECT_FALSE(c.coverage.enabled);
+  EXPECT_EQ(c.coverage.source, std::vector<std::string>{"app"});
+}
+
+TEST(CoverageConfigTest, BadValuesNameTheFileKeyAndLine) {
+  struct Case {
+    const char* table;
+    const char* want;
+  } cases[] = {
+      {"[coverage]\nsorce = [\"app\"]\n", "/proj/testshard.toml:3: coverage.sorce: unknown key"},
+      {"[coverage]\nsource = \"app\"\n", "/proj/testshard.toml:3: coverage.source: expected an array of strings"},
+      {"[coverage]\nsource = [1]\n", "coverage.source[0]: expected a string, got an integer"},
+      {"[coverage]\nsource = [\"\"]\n", "/proj/testshard.toml:3: coverage.source: expected package names"},
+      {"[coverage]\nsource = [\"/abs/app\"]\n", "coverage.source: expected package names or paths relative"},
+      {"[coverage]\nbranch = \"yes\"\n", "/proj/testshard.toml:3: coverage.branch: expected true or false"},
+      {"[coverage]\ncobertura = 1\n", "/proj/testshard.toml:3: coverage.cobertura: expected a string"},
+      {"[coverage]\nlcov = \"\"\n", "/proj/testshard.toml:3: coverage.lcov: expected a file name"},
+      {"[coverage]\nupload_timeout = -1\n", "coverage.upload_timeout: must not be negative"},
+      {"coverage = true\n", "/proj/testshard.toml:2: coverage: expected a table, got a boolean"},
+  };
+  for (const Case& c : cases) {
+    EXPECT_THAT(WithCoverage(c.table), StatusIs(kInvalid, HasSubstr(c.want))) << c.table;
+  }
+}
+
 }  // namespace
 }  // namespace testshard

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -69,6 +70,7 @@ grpc::ServerUnaryReactor* CoordinatorService::Register(grpc::CallbackServerConte
                                                        const v1::RegisterRequest* req, v1::RegisterResponse* resp) {
   if (absl::Status s = Authenticate(ctx); !s.ok()) return Finish(ctx, s);
   std::string id = run_->RegisterAgent(req->name());
+  if (options_.coverage) options_.coverage->Registered(id, req->name());
   spdlog::debug("agent {} registered as {} from {}", req->name(), id, ctx->peer());
   resp->set_agent_id(id);
   resp->set_run_id(options_.run_id);
@@ -90,6 +92,7 @@ grpc::ServerUnaryReactor* CoordinatorService::Lease(grpc::CallbackServerContext*
       break;
     case Work::kDone:
       resp->mutable_done()->set_reason(w.reason);
+      if (options_.coverage) options_.coverage->Dismissed(req->agent_id());
       break;
     case Work::kLease: {
       v1::Lease* l = resp->mutable_lease();
@@ -182,6 +185,9 @@ class CoordinatorService::ArtifactReader final : public grpc::ServerReadReactor<
         Finish(grpc::Status(grpc::StatusCode::INTERNAL, "cannot store artifact: " + ec.message()));
         return;
       }
+      if (coverage_agent_) {
+        service_->options_.coverage->Received(*coverage_agent_, {final_.string(), root_, error_});
+      }
       resp_->set_bytes(bytes_);
       Finish(grpc::Status::OK);
       return;
@@ -211,9 +217,15 @@ class CoordinatorService::ArtifactReader final : public grpc::ServerReadReactor<
  private:
   absl::Status Open() {
     TS_RETURN_IF_ERROR(CheckArtifactName(chunk_.name()));
-    TS_RETURN_IF_ERROR(CheckArtifactName(chunk_.lease_id()));
-    TS_RETURN_IF_ERROR(service_->run_->CheckLease(chunk_.agent_id(), chunk_.lease_id()));
-    fs::path dir = fs::path(service_->options_.artifact_dir) / chunk_.lease_id();
+    fs::path dir;
+    if (chunk_.lease_id().empty()) {
+      TS_RETURN_IF_ERROR(OpenAgentCoverage());
+      dir = fs::path(service_->options_.artifact_dir) / "coverage" / chunk_.agent_id();
+    } else {
+      TS_RETURN_IF_ERROR(CheckArtifactName(chunk_.lease_id()));
+      TS_RETURN_IF_ERROR(service_->run_->CheckLease(chunk_.agent_id(), chunk_.lease_id()));
+      dir = fs::path(service_->options_.artifact_dir) / chunk_.lease_id();
+    }
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir.string(), ": ", ec.message()));
@@ -221,6 +233,27 @@ class CoordinatorService::ArtifactReader final : public grpc::ServerReadReactor<
     partial_ = dir / (chunk_.name() + ".partial");
     out_.open(partial_, std::ios::binary | std::ios::trunc);
     if (!out_) return absl::InternalError(absl::StrCat("cannot write ", partial_.string()));
+    return absl::OkStatus();
+  }
+
+  // An agent's final coverage report: no lease (the run may be over), once per agent, only when the run measures.
+  absl::Status OpenAgentCoverage() {
+    if (chunk_.kind() != "coverage") {
+      return absl::InvalidArgumentError(absl::StrCat("an artifact of kind \"", chunk_.kind(), "\" needs a lease"));
+    }
+    if (!service_->options_.coverage) return absl::FailedPreconditionError("this run measures no coverage");
+    TS_RETURN_IF_ERROR(CheckArtifactName(chunk_.agent_id()));
+    if (!service_->run_->KnownAgent(chunk_.agent_id())) {
+      return absl::FailedPreconditionError(absl::StrCat("unknown agent ", chunk_.agent_id()));
+    }
+    TS_RETURN_IF_ERROR(service_->options_.coverage->CheckUpload(chunk_.agent_id()));
+    // Only stripped from the report's paths, never used to open anything; still, only an absolute path means a root.
+    if (!chunk_.root().empty() && !fs::path(chunk_.root()).is_absolute()) {
+      return absl::InvalidArgumentError(absl::StrCat("coverage root must be absolute, got \"", chunk_.root(), "\""));
+    }
+    coverage_agent_ = chunk_.agent_id();
+    root_ = chunk_.root();
+    error_ = chunk_.error().substr(0, 4096);
     return absl::OkStatus();
   }
 
@@ -237,6 +270,8 @@ class CoordinatorService::ArtifactReader final : public grpc::ServerReadReactor<
   std::ofstream out_;
   fs::path partial_, final_;
   int64_t bytes_ = 0;
+  std::optional<std::string> coverage_agent_;  // set for an agent's final coverage report
+  std::string root_, error_;
 };
 
 grpc::ServerReadReactor<v1::ArtifactChunk>* CoordinatorService::UploadArtifact(grpc::CallbackServerContext* ctx,

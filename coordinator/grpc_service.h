@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/wire.h"
+#include "coordinator/coverage_collector.h"
 #include "coordinator/handoff_report.h"
 #include "coordinator/run_state.h"
 #include "grpcpp/grpcpp.h"
@@ -24,6 +25,9 @@ struct ServiceOptions {
   v1::RunSpec spec;          // what agents run
   absl::Duration heartbeat_interval = absl::Seconds(1);
   HandoffReport* handoff = nullptr;  // receives the agents' hand-off findings; must outlive the service
+  // Receives the agents' final coverage reports (stored in artifact_dir/coverage/<agent id>/); null when the run
+  // measures no coverage, and then such uploads are refused. Must outlive the service.
+  CoverageCollector* coverage = nullptr;
 };
 
 class CoordinatorService final : public v1::Coordinator::CallbackService {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -157,6 +158,9 @@ void MergeSameAttempt(TestCase& a, TestCase&& b) {
   join(r.system_err, s.system_err);
   r.time_s = std::max(r.time_s, s.time_s);
   for (TestAttempt& x : b.reruns) a.reruns.push_back(std::move(x));
+  for (auto& p : b.properties) {
+    if (std::find(a.properties.begin(), a.properties.end(), p) == a.properties.end()) a.properties.push_back(std::move(p));
+  }
 }
 
 }  // namespace
@@ -305,6 +309,11 @@ void JunitMerger::PrepareCase(std::string_view stage, std::string_view output_su
   PutStr(&blob, *classname);
   PutStr(&blob, *name);
   PutStr(&blob, c.file);
+  PutU32(&blob, static_cast<uint32_t>(c.properties.size()));
+  for (const auto& [key, value] : c.properties) {
+    PutStr(&blob, key);
+    PutStr(&blob, value);
+  }
   PutAttempt(&blob, c.result);
   PutU32(&blob, static_cast<uint32_t>(c.reruns.size()));
   for (const TestAttempt& r : c.reruns) PutAttempt(&blob, r);
@@ -608,6 +617,11 @@ void JunitMerger::LoadInto(uint32_t record, TestCase* c) const {
   cur.StrInto(&c->classname);
   cur.StrInto(&c->name);
   cur.StrInto(&c->file);
+  c->properties.resize(cur.U32());
+  for (auto& [key, value] : c->properties) {
+    cur.StrInto(&key);
+    cur.StrInto(&value);
+  }
   cur.AttemptInto(&c->result);
   uint32_t n = cur.U32();
   for (uint32_t i = 0; i < n; ++i) cur.AttemptInto(&c->reruns.emplace_back());

@@ -231,6 +231,21 @@ TEST_F(JunitMergerTest, StructuredCasesAndExpectedPlaceholders) {
   EXPECT_STREQ(FindCase(root, "test_lost").child("error").attribute("message").value(), "no result: agent lost");
 }
 
+TEST_F(JunitMergerTest, StructuredCasePropertiesSurviveTheSpool) {
+  TestCase a;
+  a.id = "tests/test_x.py::test_p";
+  a.result.outcome = Outcome::kPassed;
+  a.properties = {{"agent", "local-1"}, {"database", "db_1"}};
+  ASSERT_THAT(merger_->AddCase("unit", a), IsOk());
+  pugi::xml_node props = FindCase(Merge(), "test_p").child("properties");
+  ASSERT_TRUE(props) << text_;
+  std::vector<std::string> got;
+  for (pugi::xml_node p : props.children("property")) {
+    got.push_back(std::string(p.attribute("name").value()) + "=" + p.attribute("value").value());
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"agent=local-1", "database=db_1"}));
+}
+
 TEST_F(JunitMergerTest, SuiteLevelOutputIsKept) {
   ASSERT_THAT(Add(R"(<testsuites><testsuite name="t_shard_1/2"><testcase name="t_shard_1/2" time="3"><error
     message="exited with error code 1"/></testcase><system-out>segfault log</system-out></testsuite></testsuites>)",

@@ -27,6 +27,8 @@ struct RunFlags {
   std::string config;
   int agents = 0;
   std::string junit_out;
+  std::string cobertura_out;  // override [coverage] cobertura / lcov, and turn coverage on
+  std::string lcov_out;
   std::string branch;
   // coordinator only
   std::string listen = "127.0.0.1:7070";
@@ -52,12 +54,27 @@ void ApplyLeaseFlags(const RunFlags& flags, SessionOptions* so) {
   so->heartbeat = absl::Seconds(flags.heartbeat_s);
 }
 
-absl::StatusOr<Config> Load(const std::string& flag) {
-  std::string path = flag;
+absl::StatusOr<Config> Load(const RunFlags& flags) {
+  std::string path = flags.config;
   if (path.empty()) {
     TS_ASSIGN_OR_RETURN(path, FindConfig(fs::current_path().string()));
   }
-  return LoadConfig(path);
+  TS_ASSIGN_OR_RETURN(Config config, LoadConfig(path));
+  // Like --junit-out, relative to where testshard was started.
+  for (auto [flag, out] : {std::pair{&flags.cobertura_out, &config.coverage.cobertura},
+                           std::pair{&flags.lcov_out, &config.coverage.lcov}}) {
+    if (flag->empty()) continue;
+    config.coverage.enabled = true;
+    *out = fs::absolute(*flag).lexically_normal().string();
+  }
+  return config;
+}
+
+void AddCoverageFlags(CLI::App* cmd, RunFlags* flags) {
+  cmd->add_option("--cobertura-out", flags->cobertura_out,
+                  "measure coverage and write the merged Cobertura XML here (overrides [coverage] cobertura)");
+  cmd->add_option("--lcov-out", flags->lcov_out,
+                  "measure coverage and write the merged lcov tracefile here (overrides [coverage] lcov)");
 }
 
 std::string ProjectDir(const Config& c) { return fs::absolute(c.path).parent_path().string(); }
@@ -96,7 +113,7 @@ void Interrupt(Session& session, int sig, const std::function<bool()>& agents_go
 int RunLocal(const RunFlags& flags) {
   sigset_t signals = BlockTerminationSignals();
   (void)signals;
-  auto config = Load(flags.config);
+  auto config = Load(flags);
   if (!config.ok()) return Fail(config.status());
   int agents = flags.agents > 0 ? flags.agents : config->agents > 0 ? config->agents : static_cast<int>(std::thread::hardware_concurrency());
   agents = std::max(1, agents);
@@ -179,8 +196,9 @@ int RunLocal(const RunFlags& flags) {
   } else if (!(*session)->run().done()) {
     (*session)->run().Cancel("every agent stopped before the run ended (see .testshard/runs/latest/agent-*.log)");
   }
-  // Agents leave when told the run is done; give them a moment, then make sure.
-  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  // Agents leave when told the run is done (after sending their coverage); give them a moment, then make sure.
+  absl::Time deadline = absl::Now() + absl::Seconds(10) +
+                        (config->coverage.enabled ? config->coverage.upload_timeout : absl::ZeroDuration());
   while (!agents_gone() && absl::Now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   for (Subprocess& c : children) c.SignalGroup(SIGTERM);
   children.clear();
@@ -191,7 +209,7 @@ int RunLocal(const RunFlags& flags) {
 
 int RunCoordinator(const RunFlags& flags) {
   BlockTerminationSignals();
-  auto config = Load(flags.config);
+  auto config = Load(flags);
   if (!config.ok()) return Fail(config.status());
   std::string token;
   auto loaded = LoadToken(flags.token_file);
@@ -239,6 +257,7 @@ int RunCoordinator(const RunFlags& flags) {
   while (!(*session)->run().AgentsDismissed() && absl::Now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  (*session)->WaitForCoverage(config->coverage.upload_timeout);
   std::string junit = flags.junit_out.empty() ? "testshard-report.xml" : flags.junit_out;
   return (*session)->Finish(junit);
 }
@@ -253,6 +272,7 @@ void AddRunCommands(CLI::App& app, int* exit_code) {
   run->add_option("--agents", flags->agents, "local agents (default: config, else one per core)")->check(CLI::Range(1, 1024));
   run->add_option("--junit-out", flags->junit_out, "where to write the merged JUnit XML (default testshard-report.xml)");
   run->add_option("--branch", flags->branch, "branch for stages limited to branches (default: CI env, else git)");
+  AddCoverageFlags(run, flags.get());
   AddLeaseFlags(run, flags.get());
   run->callback([flags, exit_code] { *exit_code = RunLocal(*flags); });
 
@@ -274,6 +294,7 @@ void AddRunCommands(CLI::App& app, int* exit_code) {
                     "PEM CA: require agents to present a certificate it signed (mutual TLS)");
   coord->add_option("--resume", flags->resume,
                     "continue run RUN_ID after a coordinator restart: its results are kept, the rest re-queued");
+  AddCoverageFlags(coord, flags.get());
   AddLeaseFlags(coord, flags.get());
   coord->callback([flags, exit_code] { *exit_code = RunCoordinator(*flags); });
 }

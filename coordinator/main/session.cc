@@ -94,8 +94,9 @@ std::set<std::string> WarmStages(const Config& config) {
 v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
   v1::RunSpec spec;
   for (const std::string& a : config.command) spec.add_command(a);
-  fs::path root = fs::path(config.path).parent_path();
-  spec.set_workdir(fs::relative(config.workdir, fs::absolute(root)).string());
+  // A config named without a directory (--config pyproject.toml) has an empty parent, which fs::absolute refuses.
+  fs::path root = fs::absolute(config.path).parent_path();
+  spec.set_workdir(fs::relative(config.workdir, root).string());
   spec.mutable_env()->insert(config.env.begin(), config.env.end());
   spec.set_runner(config.runner);
   spec.set_warm(config.warm);
@@ -128,6 +129,12 @@ v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
   d->set_transport(std::string(TransportName(db.transport)));
   d->set_django_test_db(std::string(DjangoTestDbName(db.django_test_db)));
   d->set_handoff_check(std::string(HandoffCheckName(db.handoff_check)));
+  if (config.coverage.enabled) {
+    v1::CoverageSpec* cov = spec.mutable_coverage();
+    cov->set_enabled(true);
+    for (const std::string& src : config.coverage.source) cov->add_source(src);
+    cov->set_branch(config.coverage.branch);
+  }
   return spec;
 }
 
@@ -175,6 +182,12 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, co
   so.heartbeat_interval = options.heartbeat;
   s->handoff_ = std::make_unique<coordinator::HandoffReport>(config.database.handoff_check);
   so.handoff = s->handoff_.get();
+  if (config.coverage.enabled) {
+    s->coverage_ = std::make_unique<coordinator::CoverageCollector>(coordinator::CoverageOutputs{
+        fs::absolute(config.path).parent_path().lexically_normal().string(), config.coverage.cobertura,
+        config.coverage.lcov});
+    so.coverage = s->coverage_.get();
+  }
   TS_ASSIGN_OR_RETURN(s->server_, coordinator::CoordinatorServer::Start(options.listen, s->run_.get(), so, options.tls,
                                                                          options.allow_remote_plaintext));
   return s;
@@ -284,6 +297,11 @@ int Session::Watch(const std::function<bool()>& should_stop) {
   }
 }
 
+void Session::WaitForCoverage(absl::Duration max_wait) {
+  if (!coverage_) return;
+  coverage_->WaitForReports(absl::Now() + max_wait);
+}
+
 int Session::Finish(const std::string& junit_out) {
   std::vector<TestSuite> suites = run_->Report();
   RecordHistory(suites);  // the tests' own results only, not the hand-off check's
@@ -352,6 +370,19 @@ int Session::Finish(const std::string& junit_out) {
   }
   std::printf("%s", handoff_->Summary().c_str());
   if (!junit_out.empty()) std::printf("\nJUnit report: %s\n", junit_out.c_str());
+  if (coverage_) {
+    coordinator::CoverageResult cov = coverage_->Finish();
+    for (const std::string& w : cov.warnings) std::printf("testshard: warning: coverage: %s\n", w.c_str());
+    for (const std::string& path : cov.written) {
+      std::printf("Coverage report: %s (%zu files, %llu/%llu lines%s, from %d agent report(s))\n", path.c_str(),
+                  cov.files, static_cast<unsigned long long>(cov.totals.lines_covered),
+                  static_cast<unsigned long long>(cov.totals.lines_valid),
+                  cov.totals.branches_valid
+                      ? absl::StrFormat(", %d/%d branches", cov.totals.branches_covered, cov.totals.branches_valid).c_str()
+                      : "",
+                  cov.reports);
+    }
+  }
   std::fflush(stdout);
   int code = run_->exit_code();
   // Results from agents that shared a database cannot be trusted, however they came out.

@@ -15,6 +15,7 @@
 #include "common/wire.h"
 #include "coordinator/estimator.h"
 #include "coordinator/grpc_service.h"
+#include "coordinator/coverage_collector.h"
 #include "coordinator/handoff_report.h"
 #include "coordinator/run_state.h"
 
@@ -47,8 +48,16 @@ class Session {
   // Prints progress until the run is done, `should_stop` returns true, or a SIGINT/SIGTERM arrives (which must be
   // blocked in every thread). Returns the signal number that interrupted it, or 0.
   int Watch(const std::function<bool()>& should_stop);
+<<<<<<< HEAD
   // Writes the JUnit report, records every final result in the history and prints the summary; returns the
   // run's exit code.
+=======
+  // Waits up to `max_wait` for the final coverage report of every agent told the run is done (no-op without
+  // coverage). Call after the run is done and before Finish().
+  void WaitForCoverage(absl::Duration max_wait);
+  // Writes the JUnit report (and the merged coverage when measured) and prints the summary; returns the run's
+  // exit code.
+>>>>>>> coverage
   int Finish(const std::string& junit_out);
 
  private:
@@ -69,6 +78,7 @@ class Session {
   std::unique_ptr<coordinator::FileRunJournal> journal_;
   std::unique_ptr<coordinator::RunState> run_;
   std::unique_ptr<coordinator::HandoffReport> handoff_;  // outlives server_, which feeds it
+  std::unique_ptr<coordinator::CoverageCollector> coverage_;  // likewise; null without coverage
   std::unique_ptr<coordinator::CoordinatorServer> server_;
   std::string last_line_;
   absl::Time last_print_;

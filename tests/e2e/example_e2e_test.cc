@@ -21,7 +21,7 @@ TEST(ExampleE2eTest, TestshardRunsEveryStageAndReportsEveryTestOnce) {
   Project scratch;  // only for the report and the output
   ProcessSpec spec;
   spec.argv = {TESTSHARD_BIN, "run", "--config", kExample + "/pyproject.toml", "--agents", "3", "--branch", "main",
-               "--junit-out", scratch.dir() + "/report.xml"};
+               "--junit-out", scratch.dir() + "/report.xml", "--cobertura-out", scratch.dir() + "/coverage.xml"};
   spec.cwd = scratch.dir();
   spec.stdout_path = spec.stderr_path = scratch.dir() + "/out.log";
   spec.timeout = absl::Minutes(10);
@@ -31,6 +31,9 @@ TEST(ExampleE2eTest, TestshardRunsEveryStageAndReportsEveryTestOnce) {
   EXPECT_EQ(r->exit_code, 0) << scratch.Read("out.log");
   Report report = ReadReport(scratch.dir() + "/report.xml");
   ASSERT_TRUE(report.parsed) << report.error;
+  // The example measures its app ([tool.testshard.coverage]): one report, paths relative to the example.
+  std::string coverage = scratch.Read("coverage.xml");
+  EXPECT_THAT(coverage, ::testing::HasSubstr("filename=\"tenantapp/models.py\"")) << scratch.Read("out.log");
   // Each stage's suite holds each of its tests once; stages may share tests (a security test can be slow too).
   std::map<std::string, std::map<std::string, int>> per_stage;
   for (const ReportedCase& c : report.cases) ++per_stage[c.suite][c.classname + "::" + c.name];
