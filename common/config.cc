@@ -355,10 +355,6 @@ class Reader {
     const toml::table* t = n.as_table();
     if (!t) return Error(n, "coverage", absl::StrCat("expected a table, got ", TypeName(n)));
     TS_RETURN_IF_ERROR(
-<<<<<<< HEAD
-        OnlyKeys(t, "", {"project", "command", "workdir", "agents", "runner", "warm", "env", "database", "stages",
-                         "history"}));
-=======
         OnlyKeys(*t, "coverage.", {"enabled", "source", "branch", "cobertura", "lcov", "upload_timeout"}));
     cov->enabled = true;
     if (const toml::node* m = t->get("enabled")) { TS_ASSIGN_OR_RETURN(cov->enabled, Bool(*m, "coverage.enabled")); }
@@ -388,9 +384,9 @@ class Reader {
   }
 
   absl::Status Root(const toml::table& t, const toml::node& where, Config* c) const {
-    TS_RETURN_IF_ERROR(OnlyKeys(
-        t, "", {"project", "command", "workdir", "agents", "runner", "warm", "env", "database", "coverage", "stages"}));
->>>>>>> coverage
+    TS_RETURN_IF_ERROR(OnlyKeys(t, "",
+                                {"project", "command", "workdir", "agents", "runner", "warm", "env", "database",
+                                 "coverage", "stages", "history"}));
     if (const toml::node* n = t.get("project")) { TS_ASSIGN_OR_RETURN(c->project, String(*n, "project")); }
     if (const toml::node* n = t.get("history")) {
       TS_ASSIGN_OR_RETURN(c->history, String(*n, "history"));

@@ -48,16 +48,11 @@ class Session {
   // Prints progress until the run is done, `should_stop` returns true, or a SIGINT/SIGTERM arrives (which must be
   // blocked in every thread). Returns the signal number that interrupted it, or 0.
   int Watch(const std::function<bool()>& should_stop);
-<<<<<<< HEAD
-  // Writes the JUnit report, records every final result in the history and prints the summary; returns the
-  // run's exit code.
-=======
   // Waits up to `max_wait` for the final coverage report of every agent told the run is done (no-op without
   // coverage). Call after the run is done and before Finish().
   void WaitForCoverage(absl::Duration max_wait);
-  // Writes the JUnit report (and the merged coverage when measured) and prints the summary; returns the run's
-  // exit code.
->>>>>>> coverage
+  // Writes the JUnit report (and the merged coverage when measured), records every final result in the history
+  // and prints the summary; returns the run's exit code.
   int Finish(const std::string& junit_out);
 
  private:
