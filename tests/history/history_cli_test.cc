@@ -176,6 +176,25 @@ TEST_F(HistoryCliTest, BazelShardWritesItsJunitToXmlOutputFile) {
   EXPECT_EQ(cases, shard_size);
 }
 
+TEST_F(HistoryCliTest, EmptyBazelShardPassesWithAnEmptyReport) {
+  Write("ids.txt", "a.py::t1\nb.py::t2\n");
+  int empty_shards = 0;
+  for (int i = 0; i < 3; ++i) {
+    std::map<std::string, std::string> env = {{"TEST_TOTAL_SHARDS", "3"}, {"TEST_SHARD_INDEX", std::to_string(i)}};
+    if (!Testshard({"split", "--tests-from", "ids.txt", "--dry-run"}, env).out.empty()) continue;
+    ++empty_shards;
+    const std::string xml = dir_ + "/test" + std::to_string(i) + ".xml";
+    env["XML_OUTPUT_FILE"] = xml;
+    CliRun r = Testshard({"split", "--tests-from", "ids.txt", "--", "/bin/false"}, env);
+    EXPECT_EQ(r.exit_code, 0) << r.err;  // nothing ran
+    std::ifstream in(xml);
+    std::stringstream text;
+    text << in.rdbuf();
+    EXPECT_THAT(text.str(), HasSubstr("tests=\"0\""));
+  }
+  EXPECT_EQ(empty_shards, 1);
+}
+
 TEST_F(HistoryCliTest, BadBazelShardVariablesAreRefusedNamingTheVariable) {
   struct Case {
     std::map<std::string, std::string> env;
