@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -56,8 +57,9 @@ markers = "unit"
 
   void Write(const std::string& rel, const std::string& text) { std::ofstream(dir_ + "/" + rel) << text; }
 
-  CliRun Testshard(std::vector<std::string> args) {
+  CliRun Testshard(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
     ProcessSpec spec;
+    spec.env = std::move(env);
     spec.argv = {(fs::read_symlink("/proc/self/exe").parent_path() / "testshard").string()};
     spec.argv.insert(spec.argv.end(), args.begin(), args.end());
     spec.cwd = dir_;
@@ -128,6 +130,94 @@ TEST_F(HistoryCliTest, SplitFromAFileOfIdsIsOrderIndependent) {
     b.push_back("ids2.txt");
     EXPECT_EQ(Testshard(a).out, Testshard(b).out) << i;
   }
+}
+
+// Bazel's test sharding protocol: a test with shard_count = 3 whose body is `testshard split --stage unit`.
+TEST_F(HistoryCliTest, BazelShardVariablesSplitLikeTheFlagsAndTouchTheStatusFile) {
+  std::multiset<std::string> all;
+  for (int i = 0; i < 3; ++i) {
+    const std::string status = dir_ + "/status-" + std::to_string(i);
+    CliRun r = Testshard({"split", "--stage", "unit", "--dry-run"}, {{"TEST_TOTAL_SHARDS", "3"},
+                                                                   {"TEST_SHARD_INDEX", std::to_string(i)},
+                                                                   {"TEST_SHARD_STATUS_FILE", status}});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(fs::exists(status)) << "shard " << i;
+    auto ids = Lines(r.out);
+    EXPECT_THAT(ids, Not(IsEmpty())) << "shard " << i;
+    all.insert(ids.begin(), ids.end());
+    CliRun flags = Testshard({"split", "--stage", "unit", "--index", std::to_string(i), "--total", "3", "--dry-run"});
+    EXPECT_EQ(r.out, flags.out) << "shard " << i;
+  }
+  EXPECT_EQ(all.size(), 25u);
+  EXPECT_EQ(std::set<std::string>(all.begin(), all.end()).size(), 25u);
+}
+
+TEST_F(HistoryCliTest, BazelShardWritesItsJunitToXmlOutputFile) {
+  fs::create_directories(dir_ + "/testlogs");
+  const std::string xml = dir_ + "/testlogs/test.xml";
+  Write("testlogs/test.xml", "stale");
+  std::map<std::string, std::string> env = {{"TEST_TOTAL_SHARDS", "3"},
+                                            {"TEST_SHARD_INDEX", "1"},
+                                            {"TEST_SHARD_STATUS_FILE", dir_ + "/testlogs/status"},
+                                            {"XML_OUTPUT_FILE", xml}};
+  const size_t shard_size = Lines(Testshard({"split", "--stage", "unit", "--dry-run"}, env).out).size();
+  ASSERT_GT(shard_size, 0u);
+  CliRun r = Testshard({"split", "--stage", "unit"}, env);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(fs::exists(dir_ + "/testlogs/status"));
+  std::ifstream in(xml);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_THAT(text.str(), HasSubstr("<testsuite"));
+  size_t cases = 0;
+  for (size_t at = text.str().find("<testcase "); at != std::string::npos; at = text.str().find("<testcase ", at + 1)) {
+    ++cases;
+  }
+  EXPECT_EQ(cases, shard_size);
+}
+
+TEST_F(HistoryCliTest, EmptyBazelShardPassesWithAnEmptyReport) {
+  Write("ids.txt", "a.py::t1\nb.py::t2\n");
+  int empty_shards = 0;
+  for (int i = 0; i < 3; ++i) {
+    std::map<std::string, std::string> env = {{"TEST_TOTAL_SHARDS", "3"}, {"TEST_SHARD_INDEX", std::to_string(i)}};
+    if (!Testshard({"split", "--tests-from", "ids.txt", "--dry-run"}, env).out.empty()) continue;
+    ++empty_shards;
+    const std::string xml = dir_ + "/test" + std::to_string(i) + ".xml";
+    env["XML_OUTPUT_FILE"] = xml;
+    CliRun r = Testshard({"split", "--tests-from", "ids.txt", "--", "/bin/false"}, env);
+    EXPECT_EQ(r.exit_code, 0) << r.err;  // nothing ran
+    std::ifstream in(xml);
+    std::stringstream text;
+    text << in.rdbuf();
+    EXPECT_THAT(text.str(), HasSubstr("tests=\"0\""));
+  }
+  EXPECT_EQ(empty_shards, 1);
+}
+
+TEST_F(HistoryCliTest, BadBazelShardVariablesAreRefusedNamingTheVariable) {
+  struct Case {
+    std::map<std::string, std::string> env;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{{"TEST_TOTAL_SHARDS", "3"}, {"TEST_SHARD_INDEX", "3"}}, "TEST_SHARD_INDEX=3"},
+      {{{"TEST_TOTAL_SHARDS", "three"}, {"TEST_SHARD_INDEX", "0"}}, "TEST_TOTAL_SHARDS='three'"},
+      {{{"TEST_TOTAL_SHARDS", "0"}, {"TEST_SHARD_INDEX", "0"}}, "TEST_TOTAL_SHARDS=0"},
+      {{{"TEST_TOTAL_SHARDS", "3"}}, "TEST_SHARD_INDEX"},
+      {{}, "--index and --total"},
+  };
+  for (const Case& c : cases) {
+    CliRun r = Testshard({"split", "--stage", "unit", "--dry-run"}, c.env);
+    EXPECT_EQ(r.exit_code, 4) << c.message;
+    EXPECT_THAT(r.err, HasSubstr(c.message));
+    EXPECT_TRUE(r.out.empty()) << c.message;
+  }
+  // The flags win, and then the variables are not looked at.
+  CliRun flags = Testshard({"split", "--stage", "unit", "--index", "0", "--total", "2", "--dry-run"},
+                           {{"TEST_TOTAL_SHARDS", "three"}, {"TEST_SHARD_INDEX", "0"}});
+  EXPECT_EQ(flags.exit_code, 0) << flags.err;
+  EXPECT_THAT(Lines(flags.out), Not(IsEmpty()));
 }
 
 TEST_F(HistoryCliTest, PlanReportsTheBoundAsJson) {
