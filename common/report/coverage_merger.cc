@@ -36,25 +36,6 @@ bool StripPrefixDir(std::string_view path, std::string_view root, std::string* o
   return false;
 }
 
-absl::Status WriteThroughTemp(const std::string& path, const std::function<absl::Status(std::ostream&)>& write) {
-  std::string tmp = path + ".testshard-tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return absl::UnavailableError(absl::StrFormat("%s: cannot create: %s", tmp, std::strerror(errno)));
-    absl::Status s = write(out);
-    out.close();
-    if (s.ok() && !out) s = absl::DataLossError("write failed");
-    if (!s.ok()) {
-      std::remove(tmp.c_str());
-      return Annotate(s, path);
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrFormat("%s: cannot rename into place: %s", path, std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 std::string NormalizePath(std::string_view path) {

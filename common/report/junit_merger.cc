@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "common/report/xml_stream.h"
 #include "common/status.h"
 
 namespace testshard::report {
@@ -781,22 +782,7 @@ absl::Status JunitMerger::Write(std::ostream& out) {
 }
 
 absl::Status JunitMerger::WriteFile(const std::string& path) {
-  std::string tmp = path + ".testshard-tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return absl::UnavailableError(absl::StrFormat("%s: cannot create: %s", tmp, std::strerror(errno)));
-    absl::Status s = Write(out);
-    out.close();
-    if (s.ok() && !out) s = absl::DataLossError("write failed");
-    if (!s.ok()) {
-      std::remove(tmp.c_str());
-      return Annotate(s, path);
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrFormat("%s: cannot rename into place: %s", path, std::strerror(errno)));
-  }
-  return absl::OkStatus();
+  return WriteThroughTemp(path, [this](std::ostream& out) { return Write(out); });
 }
 
 }  // namespace testshard::report

@@ -2,8 +2,11 @@
 
 #include <expat.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
 
 #include "absl/strings/ascii.h"
@@ -450,6 +453,25 @@ std::string SniffRootElement(std::string_view head) {
     }
   }
   return "";
+}
+
+absl::Status WriteThroughTemp(const std::string& path, const std::function<absl::Status(std::ostream&)>& write) {
+  std::string tmp = path + ".testshard-tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return absl::UnavailableError(absl::StrFormat("%s: cannot create: %s", tmp, std::strerror(errno)));
+    absl::Status s = write(out);
+    out.close();
+    if (s.ok() && !out) s = absl::DataLossError("write failed");
+    if (!s.ok()) {
+      std::remove(tmp.c_str());
+      return Annotate(s, path);
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::UnavailableError(absl::StrFormat("%s: cannot rename into place: %s", path, std::strerror(errno)));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace testshard::report

@@ -5,7 +5,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <istream>
+#include <ostream>
 #include <string>
 #include <string_view>
 
@@ -64,6 +66,10 @@ absl::Status ParseXml(std::istream& in, XmlHandler& handler, const XmlLimits& li
 // Reads up to `max_bytes` from the start of `in` and returns the name of the first element, skipping an XML
 // declaration, comments, processing instructions, a DOCTYPE and whitespace; "" when there is none.
 std::string SniffRootElement(std::string_view head);
+
+// Writes `path` through a temporary file beside it, renamed into place only once `write` succeeded and the stream
+// is flushed: a reader never sees a half-written report, and a failed write leaves the old file.
+absl::Status WriteThroughTemp(const std::string& path, const std::function<absl::Status(std::ostream&)>& write);
 
 }  // namespace testshard::report
 

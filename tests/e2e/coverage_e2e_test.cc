@@ -274,17 +274,7 @@ class DistributedCoverageE2eTest : public CoverageE2eTest {
   }
 
   Subprocess Start(std::vector<std::string> args, const std::string& log) {
-    ProcessSpec spec;
-    spec.argv = {TESTSHARD_BIN};
-    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
-    spec.cwd = project_.dir();
-    spec.env["TESTSHARD_TOKEN"] = kToken;
-    spec.env["TESTSHARD_BRANCH"] = "main";
-    spec.stdout_path = spec.stderr_path = project_.dir() + "/" + log;
-    spec.timeout = absl::Minutes(3);
-    auto p = Subprocess::Start(spec);
-    EXPECT_TRUE(p.ok()) << p.status();
-    return std::move(*p);
+    return project_.Start(args, log, {{"TESTSHARD_TOKEN", kToken}}, absl::Minutes(3));
   }
 
   Subprocess Coordinator() {

@@ -35,18 +35,8 @@ class DistributedE2eTest : public ::testing::Test {
 
   Subprocess Start(std::vector<std::string> args, const std::string& log, const std::string& token,
                    std::map<std::string, std::string> env = {}) {
-    ProcessSpec spec;
-    spec.env = env;
-    spec.argv = {TESTSHARD_BIN};
-    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
-    spec.cwd = project_.dir();
-    spec.env["TESTSHARD_TOKEN"] = token;
-    spec.env["TESTSHARD_BRANCH"] = "main";
-    spec.stdout_path = spec.stderr_path = project_.dir() + "/" + log;
-    spec.timeout = absl::Minutes(3);
-    auto p = Subprocess::Start(spec);
-    EXPECT_TRUE(p.ok()) << p.status();
-    return std::move(*p);
+    env["TESTSHARD_TOKEN"] = token;
+    return project_.Start(args, log, std::move(env), absl::Minutes(3));
   }
 
   Subprocess Coordinator() {

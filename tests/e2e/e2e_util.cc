@@ -125,6 +125,21 @@ std::string Project::Read(const std::string& relative) const {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+Subprocess Project::Start(const std::vector<std::string>& args, const std::string& log,
+                          std::map<std::string, std::string> env, absl::Duration timeout) const {
+  ProcessSpec spec;
+  spec.argv = {TESTSHARD_BIN};
+  spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+  spec.cwd = dir_;
+  spec.env = std::move(env);
+  spec.env.try_emplace("TESTSHARD_BRANCH", "main");
+  spec.stdout_path = spec.stderr_path = dir_ + "/" + log;
+  spec.timeout = timeout;
+  auto p = Subprocess::Start(spec);
+  EXPECT_TRUE(p.ok()) << p.status();
+  return std::move(*p);
+}
+
 Project::Result Project::Testshard(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
                                    absl::Duration timeout) const {
   ProcessSpec spec;
@@ -132,7 +147,7 @@ Project::Result Project::Testshard(const std::vector<std::string>& args, const s
   spec.argv.insert(spec.argv.end(), args.begin(), args.end());
   spec.cwd = dir_;
   spec.env = env;
-  spec.env["TESTSHARD_BRANCH"] = env.count("TESTSHARD_BRANCH") ? env.at("TESTSHARD_BRANCH") : "main";
+  spec.env.try_emplace("TESTSHARD_BRANCH", "main");
   spec.stdout_path = spec.stderr_path = dir_ + "/testshard.out";
   spec.timeout = timeout;
   PosixProcessRunner runner;

@@ -59,6 +59,10 @@ class Project {
   // Runs `testshard args...` in the project directory.
   Result Testshard(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
                    absl::Duration timeout = absl::Minutes(5)) const;
+  // Starts `testshard args...` in the project directory without waiting for it; its output goes to `log` (relative
+  // to the project). TESTSHARD_BRANCH defaults to "main", as in Testshard.
+  Subprocess Start(const std::vector<std::string>& args, const std::string& log,
+                   std::map<std::string, std::string> env = {}, absl::Duration timeout = absl::Minutes(4)) const;
 
  private:
   std::string dir_;

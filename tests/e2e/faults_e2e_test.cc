@@ -45,18 +45,8 @@ class FaultsE2eTest : public ::testing::Test {
 
   Subprocess Start(const std::vector<std::string>& args, const std::string& log,
                    std::map<std::string, std::string> env = {}) {
-    ProcessSpec spec;
-    spec.argv = {TESTSHARD_BIN};
-    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
-    spec.cwd = project_.dir();
-    spec.env = std::move(env);
-    spec.env["TESTSHARD_TOKEN"] = kToken;
-    spec.env["TESTSHARD_BRANCH"] = "main";
-    spec.stdout_path = spec.stderr_path = project_.dir() + "/" + log;
-    spec.timeout = absl::Minutes(4);
-    auto p = Subprocess::Start(spec);
-    EXPECT_TRUE(p.ok()) << p.status();
-    return std::move(*p);
+    env["TESTSHARD_TOKEN"] = kToken;
+    return project_.Start(args, log, std::move(env));
   }
 
   // `testshard run` with short leases, so a silent agent loses its shard within seconds.

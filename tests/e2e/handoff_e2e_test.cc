@@ -205,16 +205,7 @@ TEST_F(HandoffE2eTest, AnAgentsOwnServerHandsOverTcpWhenAsked) {
   project_.Write("testshard.toml", FormsConfig("tcp"));
   std::string sock = project_.dir() + "/coordinator.sock";
   auto start = [&](std::vector<std::string> args, const std::string& log) {
-    ProcessSpec spec;
-    spec.argv = {TESTSHARD_BIN};
-    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
-    spec.cwd = project_.dir();
-    spec.env["TESTSHARD_TOKEN"] = "0123456789abcdef0123456789abcdef";
-    spec.stdout_path = spec.stderr_path = project_.dir() + "/" + log;
-    spec.timeout = absl::Minutes(3);
-    auto p = Subprocess::Start(spec);
-    EXPECT_TRUE(p.ok()) << p.status();
-    return std::move(*p);
+    return project_.Start(args, log, {{"TESTSHARD_TOKEN", "0123456789abcdef0123456789abcdef"}}, absl::Minutes(3));
   };
   Subprocess coordinator = start({"coordinator", "--listen", "unix:" + sock, "--agents", "1", "--junit-out",
                                   "report.xml"}, "coordinator.log");
