@@ -85,6 +85,20 @@ JournalEvent FromJson(const json& j) {
 
 }  // namespace
 
+std::string EncodeJournalEvent(const JournalEvent& event) {
+  return ToJson(event).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+absl::StatusOr<JournalEvent> DecodeJournalEvent(std::string_view line) {
+  json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::DataLossError("unreadable journal line");
+  try {
+    return FromJson(j);
+  } catch (const json::exception& e) {
+    return absl::DataLossError(e.what());
+  }
+}
+
 absl::StatusOr<std::unique_ptr<FileRunJournal>> FileRunJournal::Open(const std::string& path) {
   int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return absl::FailedPreconditionError(absl::StrCat("cannot open ", path, ": ", strerror(errno)));
@@ -94,7 +108,7 @@ absl::StatusOr<std::unique_ptr<FileRunJournal>> FileRunJournal::Open(const std::
 FileRunJournal::~FileRunJournal() { close(fd_); }
 
 void FileRunJournal::Append(const JournalEvent& event) {
-  std::string line = ToJson(event).dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  std::string line = EncodeJournalEvent(event) + "\n";
   absl::MutexLock l(&mu_);
   // One write per line: with O_APPEND a line is never interleaved with another, and a kill leaves at most the
   // last line torn.

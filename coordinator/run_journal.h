@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -25,6 +26,11 @@ struct JournalEvent {
   int status = 0;                // kStageEnd: StageStatus
   std::string note;              // kStageEnd
 };
+
+// One event as one line of JSON (no newline), and back: the one encoding every journal backend stores.
+// Decode: kDataLoss for a line that is not a journal event.
+std::string EncodeJournalEvent(const JournalEvent& event);
+absl::StatusOr<JournalEvent> DecodeJournalEvent(std::string_view line);
 
 // Thread-safe. Append must be quick: RunState calls it under its lock.
 class RunJournal {

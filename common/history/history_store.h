@@ -50,6 +50,15 @@ class HistoryStore {
 absl::StatusOr<std::unique_ptr<HistoryStore>> OpenHistoryStore(std::string_view spec,
                                                                const HistoryOptions& options = {});
 
+// Which backend a spec names, and what follows the scheme: the directory for kFile, the whole URL for kRedis
+// (for ParseRedisUrl), the libpq conninfo for kPostgres. kInvalidArgument as OpenHistoryStore. Whatever else
+// testshard keeps beside the history (run journals) dispatches on this too.
+struct StoreSpec {
+  enum Kind { kFile, kRedis, kPostgres } kind = kFile;
+  std::string target;
+};
+absl::StatusOr<StoreSpec> ParseStoreSpec(std::string_view spec);
+
 // Validates a project name the same way for every backend.
 absl::Status CheckProject(std::string_view project);
 

@@ -11,9 +11,8 @@
 #include "common/history/file_history_store.h"
 #include "common/history/history_store.h"
 #include "common/history/redis_history_store.h"
-#include "common/postgres/embedded_postgres.h"
-#include "common/testing/redis_server.h"
 #include "common/status.h"
+#include "common/testing/shared_servers.h"
 #include "common/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -52,40 +51,22 @@ class FileBackend : public Backend {
 
 class RedisBackend : public Backend {
  public:
-  RedisBackend() {
-    auto server = testing::RedisServer::Start();
-    if (server.ok()) server_ = *std::move(server);
-    else start_error_ = server.status();
-  }
   absl::StatusOr<std::unique_ptr<HistoryStore>> NewClient() override {
-    if (!server_) return start_error_;
-    return OpenHistoryStore(server_->url());
+    TS_ASSIGN_OR_RETURN(std::string url, testing::SharedRedisUrl());
+    return OpenHistoryStore(url);
   }
-
- private:
-  std::unique_ptr<testing::RedisServer> server_;
-  absl::Status start_error_;
 };
 
 class PostgresBackend : public Backend {
  public:
-  PostgresBackend() {
-    auto server = pg::EmbeddedPostgres::Start(pg::EmbeddedOptions{});
-    if (server.ok()) server_ = *std::move(server);
-    else start_error_ = server.status();
-  }
   absl::StatusOr<std::unique_ptr<HistoryStore>> NewClient() override {
-    if (!server_) return start_error_;
-    return OpenHistoryStore(server_->admin().Url());
+    TS_ASSIGN_OR_RETURN(std::string url, testing::SharedPostgresUrl());
+    return OpenHistoryStore(url);
   }
-
- private:
-  std::unique_ptr<pg::EmbeddedPostgres> server_;
-  absl::Status start_error_;
 };
 
-// One backend (and its server) per kind for the whole binary: servers are slow to start, and every test uses its
-// own project, so tests do not see each other's data.
+// One backend per kind for the whole binary (and one server: shared_servers.h); every test uses its own project,
+// so tests do not see each other's data.
 Backend& GetBackend(const std::string& kind) {
   // Destroyed at exit, which stops the servers and removes their directories.
   static std::map<std::string, std::unique_ptr<Backend>> backends;

@@ -10,14 +10,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/history/postgres_connection.h"
 #include "common/status.h"
 
 namespace testshard::history {
-
-struct PostgresHistoryStore::Impl {
-  std::unique_ptr<pqxx::connection> conn;
-  std::string describe;
-};
 
 namespace {
 
@@ -33,25 +29,6 @@ CREATE TABLE IF NOT EXISTS testshard_history (
   runs       bigint NOT NULL,
   PRIMARY KEY (project, test_id)
 ))sql";
-
-// Converts whatever libpqxx threw into a canonical status, with context.
-absl::Status FromException(std::string_view what) {
-  try {
-    throw;
-  } catch (const pqxx::broken_connection& e) {
-    return absl::UnavailableError(absl::StrCat(ToAbsl(what), ": connection to PostgreSQL lost: ", e.what()));
-  } catch (const pqxx::sql_error& e) {
-    const std::string state = e.sqlstate();
-    std::string message = absl::StrCat(ToAbsl(what), ": ", e.what(), " (SQLSTATE ", state, ")");
-    if (state == "40001" || state == "40P01") return absl::AbortedError(message);
-    if (state == "28P01" || state == "28000" || state == "42501") return absl::PermissionDeniedError(message);
-    if (state == "3D000") return absl::NotFoundError(message);
-    if (state.rfind("08", 0) == 0 || state == "57P01" || state == "57P03") return absl::UnavailableError(message);
-    return absl::InternalError(message);
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(ToAbsl(what), ": ", e.what()));
-  }
-}
 
 std::string Double(double v) {
   char buf[32];
@@ -142,7 +119,7 @@ void LockProject(pqxx::work& txn, const std::string& project) {
 }  // namespace
 
 PostgresHistoryStore::PostgresHistoryStore(std::string conninfo, HistoryOptions options)
-    : conninfo_(std::move(conninfo)), options_(options) {}
+    : options_(options), conn_(std::move(conninfo), "testshard_history", kCreateTable) {}
 
 PostgresHistoryStore::~PostgresHistoryStore() = default;
 
@@ -150,67 +127,43 @@ absl::StatusOr<std::unique_ptr<PostgresHistoryStore>> PostgresHistoryStore::Conn
                                                                                      HistoryOptions options) {
   std::unique_ptr<PostgresHistoryStore> store(new PostgresHistoryStore(std::move(conninfo), options));
   absl::MutexLock l(&store->mu_);
-  TS_RETURN_IF_ERROR(store->EnsureConnectedLocked());
+  TS_RETURN_IF_ERROR(store->conn_.EnsureConnected("opening the PostgreSQL history store"));
   return store;
 }
 
 std::string PostgresHistoryStore::Describe() const {
   // The conninfo may carry a password; describe the server without it.
   absl::MutexLock l(&mu_);
-  return impl_ ? impl_->describe : "postgresql (not connected)";
-}
-
-absl::Status PostgresHistoryStore::EnsureConnectedLocked() {
-  if (impl_ && impl_->conn && impl_->conn->is_open()) return absl::OkStatus();
-  try {
-    auto impl = std::make_unique<Impl>();
-    impl->conn = std::make_unique<pqxx::connection>(conninfo_);
-    const char* host = impl->conn->hostname();
-    impl->describe = absl::StrCat("postgresql://", impl->conn->username() ? impl->conn->username() : "", "@",
-                                  host ? host : "", ":", impl->conn->port() ? impl->conn->port() : "", "/",
-                                  impl->conn->dbname() ? impl->conn->dbname() : "");
-    // Concurrent first connects would race on CREATE TABLE IF NOT EXISTS (a unique violation in pg_type).
-    pqxx::work txn(*impl->conn);
-    txn.exec("SELECT pg_advisory_xact_lock(hashtext('testshard_history'))");
-    txn.exec(kCreateTable);
-    txn.commit();
-    impl_ = std::move(impl);
-    return absl::OkStatus();
-  } catch (...) {
-    impl_.reset();
-    absl::Status s = FromException("opening the PostgreSQL history store");
-    // A refused or unreachable server at connect time is libpqxx's broken_connection too; the message tells which.
-    return s;
-  }
+  return conn_.Describe();
 }
 
 absl::StatusOr<std::vector<TestHistory>> PostgresHistoryStore::Read(std::string_view project,
                                                                     const std::vector<std::string>& test_ids) {
   TS_RETURN_IF_ERROR(CheckProject(project));
   absl::MutexLock l(&mu_);
-  TS_RETURN_IF_ERROR(EnsureConnectedLocked());
+  TS_RETURN_IF_ERROR(conn_.EnsureConnected("opening the PostgreSQL history store"));
   try {
-    pqxx::work txn(*impl_->conn);
+    pqxx::work txn(conn_.get());
     auto out = ReadIn(txn, std::string(project), test_ids);
     txn.commit();
     return out;
   } catch (...) {
-    return FromException("reading the history");
+    return PostgresError("reading the history");
   }
 }
 
 absl::StatusOr<std::vector<TestHistory>> PostgresHistoryStore::ReadAll(std::string_view project) {
   TS_RETURN_IF_ERROR(CheckProject(project));
   absl::MutexLock l(&mu_);
-  TS_RETURN_IF_ERROR(EnsureConnectedLocked());
+  TS_RETURN_IF_ERROR(conn_.EnsureConnected("opening the PostgreSQL history store"));
   try {
-    pqxx::work txn(*impl_->conn);
+    pqxx::work txn(conn_.get());
     auto out = Rows(txn.exec_params(
         absl::StrCat("SELECT ", kColumns, " FROM testshard_history h WHERE h.project = $1"), std::string(project)));
     txn.commit();
     return out;
   } catch (...) {
-    return FromException("reading the history");
+    return PostgresError("reading the history");
   }
 }
 
@@ -226,9 +179,9 @@ absl::Status PostgresHistoryStore::Update(std::string_view project_view, const s
   }
   if (ids.empty()) return absl::OkStatus();
   absl::MutexLock l(&mu_);
-  TS_RETURN_IF_ERROR(EnsureConnectedLocked());
+  TS_RETURN_IF_ERROR(conn_.EnsureConnected("opening the PostgreSQL history store"));
   try {
-    pqxx::work txn(*impl_->conn);
+    pqxx::work txn(conn_.get());
     LockProject(txn, project);
     TS_ASSIGN_OR_RETURN(std::vector<TestHistory> records, ReadIn(txn, project, ids));
     std::unordered_map<std::string, size_t> index;
@@ -246,7 +199,7 @@ absl::Status PostgresHistoryStore::Update(std::string_view project_view, const s
     txn.commit();
     return absl::OkStatus();
   } catch (...) {
-    return FromException("updating the history");
+    return PostgresError("updating the history");
   }
 }
 
@@ -255,15 +208,15 @@ absl::Status PostgresHistoryStore::Put(std::string_view project_view, const std:
   if (records.empty()) return absl::OkStatus();
   const std::string project(project_view);
   absl::MutexLock l(&mu_);
-  TS_RETURN_IF_ERROR(EnsureConnectedLocked());
+  TS_RETURN_IF_ERROR(conn_.EnsureConnected("opening the PostgreSQL history store"));
   try {
-    pqxx::work txn(*impl_->conn);
+    pqxx::work txn(conn_.get());
     LockProject(txn, project);
     WriteIn(txn, project, records);
     txn.commit();
     return absl::OkStatus();
   } catch (...) {
-    return FromException("writing the history");
+    return PostgresError("writing the history");
   }
 }
 

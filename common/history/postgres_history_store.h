@@ -8,6 +8,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "common/history/history_store.h"
+#include "common/history/postgres_connection.h"
 
 namespace testshard::history {
 
@@ -36,14 +37,11 @@ class PostgresHistoryStore final : public HistoryStore {
   std::string Describe() const override;
 
  private:
-  struct Impl;
   PostgresHistoryStore(std::string conninfo, HistoryOptions options);
-  absl::Status EnsureConnectedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const std::string conninfo_;
   const HistoryOptions options_;
   mutable absl::Mutex mu_;
-  std::unique_ptr<Impl> impl_ ABSL_GUARDED_BY(mu_);
+  PostgresConnection conn_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace testshard::history

@@ -9,22 +9,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/history/history_store.h"
-
-struct redisContext;
+#include "common/history/redis_connection.h"
 
 namespace testshard::history {
-
-struct RedisAddress {
-  std::string host;         // TCP host, when unix_socket is empty
-  int port = 6379;
-  std::string unix_socket;  // path of a unix socket; wins over host
-  std::string password;
-  int db = 0;
-  absl::Duration timeout = absl::Seconds(10);  // connect and per-command
-};
-
-// Parses redis://[:PASSWORD@]HOST[:PORT][/DB], unix:/PATH[?db=N&password=P], redis+unix:///PATH[?db=N].
-absl::StatusOr<RedisAddress> ParseRedisUrl(std::string_view url);
 
 // One hash per project, key "testshard:history:{PROJECT}", field = test id, value = the record as JSON
 // (history.h EncodeJson). Update() is optimistic: WATCH the hash, read the touched fields in one pipeline, fold the
@@ -51,9 +38,6 @@ class RedisHistoryStore final : public HistoryStore {
 
  private:
   RedisHistoryStore(RedisAddress address, HistoryOptions options);
-  absl::Status EnsureConnectedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DropLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status AuthAndSelectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One optimistic read-modify-write of `samples` (WATCH, HMGET, fold, MULTI/HSET/EXEC). False when a concurrent
   // writer made EXEC fail.
   absl::StatusOr<bool> TryUpdateLocked(const std::string& key, const std::vector<std::string>& ids,
@@ -65,10 +49,9 @@ class RedisHistoryStore final : public HistoryStore {
   absl::StatusOr<bool> WriteLocked(const std::string& key, const std::vector<TestHistory>& records)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const RedisAddress address_;
   const HistoryOptions options_;
   absl::Mutex mu_;
-  redisContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  RedisConnection conn_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace testshard::history

@@ -10,12 +10,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/config.h"
+#include "common/history/history_store.h"
 #include "common/postgres/embedded_postgres.h"
 #include "common/process.h"
 #include "common/status.h"
 #include "common/wire.h"
 #include "coordinator/main/commands.h"
 #include "coordinator/main/session.h"
+#include "coordinator/run_journal_backends.h"
 #include "spdlog/spdlog.h"
 
 namespace testshard {
@@ -237,10 +239,23 @@ int RunCoordinator(const RunFlags& flags) {
                   : config->database.mode == DatabaseConfig::Mode::kServer ? config->database.url : "";
   so.resume = !flags.resume.empty();
   so.run_id = so.resume ? flags.resume : RandomToken().substr(0, 12);
-  if (so.resume && (CheckArtifactName(so.run_id).ok() == false ||
-                    !fs::exists(ProjectDir(*config) + "/.testshard/runs/" + so.run_id + "/journal.jsonl"))) {
-    return Fail(absl::NotFoundError(absl::StrCat("no run ", so.run_id, " to resume under ", ProjectDir(*config),
-                                                 "/.testshard/runs")));
+  if (so.resume) {
+    // The journal is wherever the history store is (run_journal_backends.h); for file: stores, the run's dir.
+    const std::string history_spec = HistoryStoreSpec(*config);
+    const std::string runs = ProjectDir(*config) + "/.testshard/runs";
+    absl::StatusOr<std::vector<coordinator::JournalEvent>> events =
+        CheckArtifactName(so.run_id).ok()
+            ? coordinator::ReadRunJournal(history_spec, config->project, so.run_id, runs + "/" + so.run_id)
+            : absl::NotFoundError("not a run id");
+    if (absl::IsNotFound(events.status())) {
+      auto parsed = history::ParseStoreSpec(history_spec);
+      const bool file = parsed.ok() && parsed->kind == history::StoreSpec::kFile;
+      // For a server, its message names it (without its password).
+      const std::string where = file ? " under " + runs : ": " + std::string(events.status().message());
+      return Fail(absl::NotFoundError(absl::StrCat("no run ", so.run_id, " to resume", where)));
+    }
+    if (!events.ok()) return Fail(Annotate(events.status(), "reading the journal of run " + so.run_id));
+    so.resume_events = *std::move(events);
   }
   so.run_dir = MakeRunDir(*config, so.run_id);
   ApplyLeaseFlags(flags, &so);

@@ -17,6 +17,7 @@
 #include "common/wire.h"
 #include "coordinator/dynamic_queue.h"
 #include "coordinator/estimator.h"
+#include "coordinator/run_journal_backends.h"
 
 namespace testshard {
 namespace {
@@ -144,12 +145,23 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Start(const Config& config, co
   s->run_id_ = options.run_id.empty() ? RandomToken().substr(0, 12) : options.run_id;
   s->started_ = absl::Now();
   s->tty_ = isatty(STDOUT_FILENO);
-  std::string journal_path = options.run_dir + "/journal.jsonl";
-  std::vector<coordinator::JournalEvent> events;
-  if (options.resume) {
-    TS_ASSIGN_OR_RETURN(events, coordinator::FileRunJournal::Read(journal_path));
+  // The journal lives where the history does (run_journal_backends.h): beside the run for file: stores, on the
+  // Redis or PostgreSQL server otherwise, so a coordinator restarted elsewhere can resume.
+  const std::string history_spec = HistoryStoreSpec(config);
+  const std::vector<coordinator::JournalEvent>& events = options.resume_events;
+  auto journal = coordinator::OpenRunJournal(history_spec, config.project, s->run_id_, options.run_dir,
+                                             options.resume);
+  if (journal.ok()) {
+    s->journal_ = *std::move(journal);
+  } else {
+    auto spec = history::ParseStoreSpec(history_spec);
+    // A file that cannot be opened is a broken checkout, as it always was. A server that cannot be reached only
+    // costs the ability to resume this run, so the run goes on without a journal; a run being resumed was just
+    // read from that server, and must be able to keep journaling there.
+    if (options.resume || !spec.ok() || spec->kind == history::StoreSpec::kFile) return journal.status();
+    std::fprintf(stderr, "testshard: warning: run journal in the history store: %s; this run cannot be resumed\n",
+                 std::string(journal.status().message()).c_str());
   }
-  TS_ASSIGN_OR_RETURN(s->journal_, coordinator::FileRunJournal::Open(journal_path));
   coordinator::RunOptions ro;
   ro.journal = s->journal_.get();
   // Lease ids from before a restart must never be mistaken for new ones.

@@ -33,7 +33,8 @@ struct SessionOptions {
   std::string run_dir;        // artifacts and logs
   absl::Duration heartbeat = absl::Seconds(1);
   absl::Duration lease_ttl = absl::Seconds(15);
-  bool resume = false;        // continue the run whose journal is in run_dir
+  bool resume = false;        // continue run `run_id` from `resume_events`
+  std::vector<coordinator::JournalEvent> resume_events;  // with resume: its journal, as ReadRunJournal read it
 };
 
 // Called from the main thread only.
@@ -70,7 +71,7 @@ class Session {
   std::string history_spec_;                      // HistoryStoreSpec(config_)
   std::unique_ptr<history::HistoryStore> history_;  // null when it could not be opened at the start
   absl::Time started_;
-  std::unique_ptr<coordinator::FileRunJournal> journal_;
+  std::unique_ptr<coordinator::RunJournal> journal_;  // null when a server journal could not be opened
   std::unique_ptr<coordinator::RunState> run_;
   std::unique_ptr<coordinator::HandoffReport> handoff_;  // outlives server_, which feeds it
   std::unique_ptr<coordinator::CoverageCollector> coverage_;  // likewise; null without coverage

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <regex>
 #include <set>
@@ -12,6 +13,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/testing/redis_server.h"
+#include "coordinator/run_journal_backends.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/e2e_util.h"
@@ -55,6 +58,8 @@ class FaultsE2eTest : public ::testing::Test {
                   "--heartbeat", "0.3"},
                  "run.log");
   }
+
+  void KillCoordinatorAndResume(const std::function<std::string(const std::string&)>& journal_text);
 
   // Waits until `pred` holds for the text of `log`, up to 60 s.
   bool WaitFor(const std::string& log, const std::function<bool(const std::string&)>& pred) {
@@ -231,9 +236,10 @@ retries = 2
   EXPECT_EQ(r.exit_code, report.Count(Outcome::kPassed) == 24 ? 0 : 1) << project_.Read("run.log");
 }
 
-// The coordinator is killed mid-stage and restarted with --resume: agents reconnect and re-register, the results
-// it had journaled are kept (those tests never run again), the rest run, and the report has every test once.
-TEST_F(FaultsE2eTest, CoordinatorKilledAndResumed) {
+// A coordinator and two agents over a unix socket; the coordinator is SIGKILLed mid-run and restarted with
+// --resume. `journal_text(run_id)` reads what the dead coordinator had journaled (the JSON lines, wherever they
+// are kept): those tests must not run again, and the report must have every test once.
+void FaultsE2eTest::KillCoordinatorAndResume(const std::function<std::string(const std::string&)>& journal_text) {
   project_.Write("tests/test_slow.py", R"PY(
 import os, time, pytest
 
@@ -254,14 +260,14 @@ def test_slow(i):
     if (!std::regex_search(t, m, std::regex("coordinator for run ([0-9a-f]+) listening"))) return false;
     run_id = m[1];
     return true;
-  }));
+  })) << project_.Read("run.log");
   Subprocess a1 = Start({"agent", "--coordinator", "unix:" + sock, "--name", "a1"}, "a1.log");
   Subprocess a2 = Start({"agent", "--coordinator", "unix:" + sock, "--name", "a2"}, "a2.log");
   ASSERT_TRUE(Running(6)) << project_.Read("run.log");
   coordinator->SignalGroup(SIGKILL);
   coordinator->Wait();
   // What the dead coordinator had kept: those tests must not run again.
-  std::string journal = project_.Read(".testshard/runs/" + run_id + "/journal.jsonl");
+  std::string journal = journal_text(run_id);
   std::set<std::string> kept;
   for (std::smatch m; std::regex_search(journal, m, std::regex("\"n\":\"(test_slow\\[[0-9]+\\])\""));
        journal = m.suffix()) {
@@ -280,6 +286,33 @@ def test_slow(i):
   std::istringstream lines(project_.Read("ran.log"));
   for (std::string line; std::getline(lines, line);) ++ran[line];
   for (const std::string& id : kept) EXPECT_EQ(ran[id], 1) << id << " ran again after the restart";
+}
+
+// The coordinator is killed mid-stage and restarted with --resume: agents reconnect and re-register, the results
+// it had journaled are kept (those tests never run again), the rest run, and the report has every test once.
+TEST_F(FaultsE2eTest, CoordinatorKilledAndResumed) {
+  KillCoordinatorAndResume(
+      [&](const std::string& run_id) { return project_.Read(".testshard/runs/" + run_id + "/journal.jsonl"); });
+}
+
+// The same with the history, and so the journal, in Redis: a restarted coordinator needs nothing from the dead
+// one's disk.
+TEST_F(FaultsE2eTest, CoordinatorKilledAndResumedFromRedis) {
+  auto redis = testshard::testing::RedisServer::Start();
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  project_.Write("testshard.toml", "project = \"journal-e2e\"\nhistory = \"" + (*redis)->url() +
+                                       "\"\ncommand = [\"/usr/bin/python3\", \"-m\", \"pytest\"]\n\n"
+                                       "[[stages]]\nname = \"unit\"\nmarkers = \"unit\"\n");
+  KillCoordinatorAndResume([&](const std::string& run_id) {
+    EXPECT_FALSE(fs::exists(project_.dir() + "/.testshard/runs/" + run_id + "/journal.jsonl"));
+    auto events = coordinator::ReadRunJournal((*redis)->url(), "journal-e2e", run_id, "/nonexistent");
+    EXPECT_TRUE(events.ok()) << events.status();
+    std::string text;
+    if (events.ok()) {
+      for (const coordinator::JournalEvent& e : *events) text += coordinator::EncodeJournalEvent(e) + "\n";
+    }
+    return text;
+  });
 }
 
 // A network namespace with a veth link to this host: an agent inside it reaches the coordinator over 10.213.x.1,
