@@ -102,7 +102,9 @@ def test_member_loans(client, make_book, make_member, open_only, expected):
 @pytest.mark.parametrize("days_late, fee", [(0, "0.00"), (3, "0.50"), (100, "10.00")])
 def test_fee_shown_after_return(client, make_book, make_member, days_late, fee):
     loan_id = post(client, "/api/loans/", {"book": make_book().pk, "member": make_member().pk}).json()["id"]
-    due = timezone.now() - timedelta(days=days_late, hours=1)
+    # Fees count calendar days: due at the start of the day `days_late` days ago, not "days_late days and an hour
+    # ago", which is a day later whenever the test runs in the first hour after midnight.
+    due = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days_late)
     Loan.objects.filter(pk=loan_id).update(borrowed_at=due - timedelta(days=14), due_at=due)
     body = client.post(f"/api/loans/{loan_id}/return/").json()
     assert body["fee"] == fee
