@@ -173,6 +173,14 @@ void JunitStreamWriter::Text(std::string_view text) {
   }
 }
 
+void JunitStreamWriter::Element(std::string_view indent, std::string_view tag, std::string_view text,
+                                std::string_view after) {
+  if (text.empty()) return;  // an empty element says nothing; leaving it out keeps the report small
+  buf_.append(indent).append("<").append(tag).append(">");
+  Text(text);
+  buf_.append("</").append(tag).append(">").append(after);
+}
+
 void JunitStreamWriter::Begin(const JunitCounts& total) {
   buf_ += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"";
   AppendXmlEscaped(&buf_, options_.report_name, true);
@@ -220,21 +228,9 @@ void JunitStreamWriter::Problem(std::string_view tag, const TestAttempt& a, bool
   }
   buf_ += ">";
   if (rerun_form) {
-    if (!a.details.empty()) {
-      buf_ += "<stackTrace>";
-      Text(a.details);
-      buf_ += "</stackTrace>";
-    }
-    if (!a.system_out.empty()) {
-      buf_ += "<system-out>";
-      Text(a.system_out);
-      buf_ += "</system-out>";
-    }
-    if (!a.system_err.empty()) {
-      buf_ += "<system-err>";
-      Text(a.system_err);
-      buf_ += "</system-err>";
-    }
+    Element("", "stackTrace", a.details, "");
+    Element("", "system-out", a.system_out, "");
+    Element("", "system-err", a.system_err, "");
   } else {
     Text(a.details);
   }
@@ -295,16 +291,8 @@ void JunitStreamWriter::WriteCase(const TestCase& c) {
     std::string_view tag = passed ? (error ? "flakyError" : "flakyFailure") : (error ? "rerunError" : "rerunFailure");
     Problem(tag, rerun, true);
   }
-  if (!r.system_out.empty()) {
-    buf_ += "      <system-out>";
-    Text(r.system_out);
-    buf_ += "</system-out>\n";
-  }
-  if (!r.system_err.empty()) {
-    buf_ += "      <system-err>";
-    Text(r.system_err);
-    buf_ += "</system-err>\n";
-  }
+  Element("      ", "system-out", r.system_out, "\n");
+  Element("      ", "system-err", r.system_err, "\n");
   if (buf_.size() == no_children) {
     buf_.resize(no_children - 2);  // a passed test without output: <testcase .../>
     buf_ += "/>\n";
@@ -315,16 +303,8 @@ void JunitStreamWriter::WriteCase(const TestCase& c) {
 }
 
 void JunitStreamWriter::EndSuite(std::string_view system_out, std::string_view system_err) {
-  if (!system_out.empty()) {
-    buf_ += "    <system-out>";
-    Text(system_out);
-    buf_ += "</system-out>\n";
-  }
-  if (!system_err.empty()) {
-    buf_ += "    <system-err>";
-    Text(system_err);
-    buf_ += "</system-err>\n";
-  }
+  Element("    ", "system-out", system_out, "\n");
+  Element("    ", "system-err", system_err, "\n");
   buf_ += "  </testsuite>\n";
   if (buf_.size() >= kFlushBytes) Flush();
 }

@@ -62,6 +62,8 @@ class JunitStreamWriter {
  private:
   void Flush();
   void Text(std::string_view text);
+  // indent<tag>text</tag>after, with text escaped and capped; nothing when text is empty.
+  void Element(std::string_view indent, std::string_view tag, std::string_view text, std::string_view after);
   void Problem(std::string_view tag, const TestAttempt& a, bool rerun_form);
 
   std::ostream& out_;

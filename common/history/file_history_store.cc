@@ -231,15 +231,7 @@ absl::Status FileHistoryStore::Rewrite(std::string_view project, Mutate mutate) 
 absl::Status FileHistoryStore::Update(std::string_view project, const std::vector<Sample>& samples) {
   if (samples.empty()) return CheckProject(project);
   return Rewrite(project, [&](std::vector<TestHistory>& records, std::unordered_map<std::string, size_t>& index) {
-    for (const Sample& s : samples) {
-      if (s.outcome == Outcome::kNotRun) continue;
-      auto [it, inserted] = index.emplace(s.test_id, records.size());
-      if (inserted) {
-        records.emplace_back();
-        records.back().test_id = s.test_id;
-      }
-      ApplySample(records[it->second], s, options_);
-    }
+    ApplySamples(records, index, samples, options_);
   });
 }
 

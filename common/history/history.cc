@@ -52,6 +52,26 @@ void ApplySample(TestHistory& h, const Sample& sample, const HistoryOptions& opt
   h.p90_s = Percentile(h.recent_s, 0.9);
 }
 
+void ApplySamples(std::vector<TestHistory>& records, std::unordered_map<std::string, size_t>& index,
+                  const std::vector<Sample>& samples, const HistoryOptions& options) {
+  for (const Sample& s : samples) {
+    if (s.outcome == Outcome::kNotRun) continue;
+    auto [it, inserted] = index.emplace(s.test_id, records.size());
+    if (inserted) {
+      records.emplace_back();
+      records.back().test_id = s.test_id;
+    }
+    ApplySample(records[it->second], s, options);
+  }
+}
+
+void ApplySamples(std::vector<TestHistory>& records, const std::vector<Sample>& samples,
+                  const HistoryOptions& options) {
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = 0; i < records.size(); ++i) index.emplace(records[i].test_id, i);
+  ApplySamples(records, index, samples, options);
+}
+
 std::vector<Sample> SamplesFromResults(const std::vector<TestCase>& cases, absl::Time at) {
   std::vector<Sample> out;
   out.reserve(cases.size());

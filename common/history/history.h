@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -51,6 +52,15 @@ struct HistoryOptions {
 
 // Folds `sample` into `h` (whose test_id it must match; an empty h.test_id is taken from the sample).
 void ApplySample(TestHistory& h, const Sample& sample, const HistoryOptions& options = {});
+
+// Folds `samples` into `records` in order, adding a record for a test seen for the first time; "not run" samples
+// carry nothing and are skipped. `index` maps test ids to positions in `records` and is kept current. Every
+// backend's Update goes through here.
+void ApplySamples(std::vector<TestHistory>& records, std::unordered_map<std::string, size_t>& index,
+                  const std::vector<Sample>& samples, const HistoryOptions& options);
+// The same, for records that come without an index.
+void ApplySamples(std::vector<TestHistory>& records, const std::vector<Sample>& samples,
+                  const HistoryOptions& options);
 
 // The samples of a finished run, as the coordinator hands them to HistoryStore::Update: every attempt of every
 // test, earlier attempts first (so a pass on retry leaves "FP" in the outcomes, which is how flakiness shows),

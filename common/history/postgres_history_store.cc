@@ -184,17 +184,7 @@ absl::Status PostgresHistoryStore::Update(std::string_view project_view, const s
     pqxx::work txn(conn_.get());
     LockProject(txn, project);
     TS_ASSIGN_OR_RETURN(std::vector<TestHistory> records, ReadIn(txn, project, ids));
-    std::unordered_map<std::string, size_t> index;
-    for (size_t i = 0; i < records.size(); ++i) index.emplace(records[i].test_id, i);
-    for (const Sample& s : samples) {
-      if (s.outcome == Outcome::kNotRun) continue;
-      auto [it, inserted] = index.emplace(s.test_id, records.size());
-      if (inserted) {
-        records.emplace_back();
-        records.back().test_id = s.test_id;
-      }
-      ApplySample(records[it->second], s, options_);
-    }
+    ApplySamples(records, samples, options_);
     WriteIn(txn, project, records);
     txn.commit();
     return absl::OkStatus();

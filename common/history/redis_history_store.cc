@@ -152,17 +152,7 @@ absl::StatusOr<bool> RedisHistoryStore::TryUpdateLocked(const std::string& key, 
   TS_RETURN_IF_ERROR(conn_.EnsureConnected());
   TS_RETURN_IF_ERROR(conn_.Call({"WATCH", key}).status());
   TS_ASSIGN_OR_RETURN(std::vector<TestHistory> existing, ReadLocked(key, ids));
-  std::unordered_map<std::string, size_t> index;
-  for (size_t i = 0; i < existing.size(); ++i) index.emplace(existing[i].test_id, i);
-  for (const Sample& s : samples) {
-    if (s.outcome == Outcome::kNotRun) continue;
-    auto [it, inserted] = index.emplace(s.test_id, existing.size());
-    if (inserted) {
-      existing.emplace_back();
-      existing.back().test_id = s.test_id;
-    }
-    ApplySample(existing[it->second], s, options_);
-  }
+  ApplySamples(existing, samples, options_);
   return WriteLocked(key, existing);
 }
 
