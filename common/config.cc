@@ -123,7 +123,7 @@ class Reader {
                                 {"mode", "url", "role", "env", "setup", "template_inputs", "setup_timeout", "reset",
                                  "pool_size", "keep_templates", "clone_strategy", "settings", "grants", "bin_dir",
                                  "data_dir", "tcp", "max_connections", "transport", "django_test_db",
-                                 "handoff_check"}));
+                                 "handoff_check", "reuse_templates"}));
     db->mode = DatabaseConfig::Mode::kEmbedded;
     if (const toml::node* m = t->get("mode")) {
       TS_ASSIGN_OR_RETURN(std::string mode, String(*m, "database.mode"));
@@ -226,6 +226,9 @@ class Reader {
       TS_ASSIGN_OR_RETURN(db->data_dir, String(*d, "database.data_dir"));
     }
     if (const toml::node* b = t->get("tcp")) { TS_ASSIGN_OR_RETURN(db->tcp, Bool(*b, "database.tcp")); }
+    if (const toml::node* r = t->get("reuse_templates")) {
+      TS_ASSIGN_OR_RETURN(db->reuse_templates, Bool(*r, "database.reuse_templates"));
+    }
     if (const toml::node* m = t->get("max_connections")) {
       TS_ASSIGN_OR_RETURN(int64_t v, Int(*m, "database.max_connections", 10));
       db->max_connections = static_cast<int>(std::min<int64_t>(v, 10000));

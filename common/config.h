@@ -52,6 +52,10 @@ struct DatabaseConfig {
   std::string data_dir;                         // parent of the cluster; empty = /dev/shm when it has room, else /tmp
   bool tcp = false;                             // also listen on 127.0.0.1 (a free port)
   int max_connections = 0;                      // 0 = sized from the number of agents
+  // Keep the templates an embedded server built for the next run of this project (a snapshot of the cluster beside
+  // the initdb cache), as pytest-django's --reuse-db keeps its database. Only with template_inputs: without them
+  // nothing would tell a stale template from a current one.
+  bool reuse_templates = true;
 
   // How the tests reach the server, and so what {host} and {port} say. kSocket: a unix-socket directory in {host}
   // ({socket_dir} too); kTcp: 127.0.0.1 and a port (an embedded server then also listens on loopback TCP). kAuto:

@@ -214,6 +214,7 @@ bin_dir = "/usr/lib/postgresql/15/bin"
 data_dir = "/var/tmp"
 tcp = true
 max_connections = 400
+reuse_templates = false
 [[stages]]
 name = "unit"
 reset = "agent"
@@ -233,6 +234,7 @@ name = "security"
   EXPECT_EQ(d.data_dir, "/var/tmp");
   EXPECT_TRUE(d.tcp);
   EXPECT_EQ(d.max_connections, 400);
+  EXPECT_FALSE(d.reuse_templates);
   EXPECT_EQ(c.stages[0].reset, "agent");
   EXPECT_EQ(c.stages[1].reset, "");  // = database.reset
 }
@@ -245,6 +247,7 @@ TEST(DatabaseConfigTest, DefaultsSuitAWorkstation) {
   EXPECT_EQ(c.database.keep_templates, 3);
   EXPECT_EQ(c.database.clone_strategy, "auto");
   EXPECT_EQ(c.database.setup_timeout, absl::Minutes(30));
+  EXPECT_TRUE(c.database.reuse_templates);
 }
 
 TEST(DatabaseConfigTest, BadValuesNameKeyAndLine) {
@@ -253,6 +256,8 @@ TEST(DatabaseConfigTest, BadValuesNameKeyAndLine) {
   };
   EXPECT_THAT(parse("reset = \"test\""), StatusIs(kInvalid, HasSubstr("t.toml:4: database.reset: expected \"agent\"")));
   EXPECT_THAT(parse("clone_strategy = \"copy\""), StatusIs(kInvalid, HasSubstr("t.toml:4: database.clone_strategy")));
+  EXPECT_THAT(parse("reuse_templates = \"yes\""),
+              StatusIs(kInvalid, HasSubstr("t.toml:4: database.reuse_templates: expected")));
   EXPECT_THAT(parse("pool_size = -1"), StatusIs(kInvalid, HasSubstr("database.pool_size: must be at least 0")));
   EXPECT_THAT(parse("keep_templates = 0"),
               StatusIs(kInvalid, HasSubstr("database.keep_templates: must be at least 1")));

@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/hash.h"
+#include "common/postgres/sql_session.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
 
@@ -31,6 +32,7 @@ constexpr char kDirPrefix[] = "testshard-pg-";
 constexpr char kOwnerFile[] = "owner.pid";
 constexpr char kCachePrefix[] = "testshard-pgcache-";
 constexpr auto kCacheUnusedFor = std::chrono::hours(24 * 7);
+constexpr char kSnapshotInfix[] = "-snap-";
 
 bool HasServerBinaries(const fs::path& dir) {
   return access((dir / "initdb").c_str(), X_OK) == 0 && access((dir / "postgres").c_str(), X_OK) == 0;
@@ -214,6 +216,35 @@ int EmbeddedPostgres::SweepStale(const std::string& base_dir) {
   return removed;
 }
 
+namespace {
+
+// Snapshots live in memory (/dev/shm) and a test suite makes one per temporary project: one whose project
+// directory is gone goes at once, and beyond the newest few the least recently used go too.
+void SweepSnapshots(const std::string& base) {
+  constexpr size_t kKeep = 8;
+  std::error_code ec;
+  std::vector<std::pair<fs::file_time_type, fs::path>> kept;
+  for (const auto& e : fs::directory_iterator(base, ec)) {
+    std::string name = e.path().filename().string();
+    if (name.rfind(kCachePrefix, 0) != 0 || name.find(kSnapshotInfix) == std::string::npos) continue;
+    std::ifstream in(e.path() / "project");
+    std::string project;
+    if (!std::getline(in, project)) continue;  // being written, or a leftover the week-old sweep removes
+    std::error_code tec;
+    auto used = fs::last_write_time(e.path() / "complete", tec);
+    if (project.empty() || !fs::exists(project) || tec) {
+      fs::remove_all(e.path(), ec);
+    } else {
+      kept.emplace_back(used, e.path());
+    }
+  }
+  if (kept.size() <= kKeep) return;
+  std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (size_t i = kKeep; i < kept.size(); ++i) fs::remove_all(kept[i].second, ec);
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<EmbeddedPostgres>> EmbeddedPostgres::Start(const EmbeddedOptions& options) {
   absl::Time began = absl::Now();
   TS_ASSIGN_OR_RETURN(std::string bin, FindPostgresBinDir(options.bin_dir));
@@ -222,6 +253,7 @@ absl::StatusOr<std::unique_ptr<EmbeddedPostgres>> EmbeddedPostgres::Start(const 
     std::error_code mk;
     if (fs::create_directories(base, mk)) chmod(base.c_str(), 0755);  // the server's user must reach into it
   }
+  SweepSnapshots(base);
   int swept = SweepStale(base);
   if (swept) spdlog::info("removed {} stale embedded PostgreSQL cluster(s) from {}", swept, base);
 
@@ -263,19 +295,26 @@ absl::StatusOr<std::unique_ptr<EmbeddedPostgres>> EmbeddedPostgres::Start(const 
   // by the same binaries with the same options, for the same user, is the same cluster in a tenth of the time.
   std::string cache;
   std::error_code ec;
-  if (options.cache_initdb) {
-    cache = absl::StrCat(base, "/", kCachePrefix, InitdbCacheKey(init.argv, uid.value_or(geteuid())));
+  const std::string cache_key = InitdbCacheKey(init.argv, uid.value_or(geteuid()));
+  if (options.cache_initdb) cache = absl::StrCat(base, "/", kCachePrefix, cache_key);
+  if (!options.snapshot.empty()) {
+    pg->snapshot_ = fs::absolute(options.snapshot).lexically_normal().string();
+    // Made by the same binaries, options and user as the initdb cache, so it lives under the same key.
+    pg->snapshot_dir_ = absl::StrCat(base, "/", kCachePrefix, cache_key, kSnapshotInfix,
+                                     StableHasher().Add(options.snapshot).Hex().substr(0, 12));
   }
-  bool copied = false;
-  if (!cache.empty() && fs::exists(cache + "/complete")) {
+  auto copy_from = [&](const std::string& from) {
+    if (from.empty() || !fs::exists(from + "/complete")) return false;
     ProcessSpec cp;
-    cp.argv = {"cp", "-a", cache + "/data", pg->dir_ + "/data"};
+    cp.argv = {"cp", "-a", from + "/data", pg->dir_ + "/data"};
     cp.stdout_path = cp.stderr_path = init.stdout_path;
-    copied = RunQuiet(cp, "copying the cached cluster").ok();
-    if (!copied) fs::remove_all(pg->dir_ + "/data", ec);
+    bool ok = RunQuiet(cp, "copying the cached cluster").ok();
+    if (!ok) fs::remove_all(pg->dir_ + "/data", ec);
     // Touched, so an unused cache can be told from a used one.
-    fs::last_write_time(cache + "/complete", fs::file_time_type::clock::now(), ec);
-  }
+    fs::last_write_time(from + "/complete", fs::file_time_type::clock::now(), ec);
+    return ok;
+  };
+  bool copied = copy_from(pg->snapshot_dir_) || copy_from(cache);
   if (!copied) {
     TS_RETURN_IF_ERROR(RunQuiet(init, "initdb"));
     if (!cache.empty()) FillInitdbCache(base, cache, pg->dir_ + "/data");
@@ -333,8 +372,65 @@ absl::StatusOr<std::unique_ptr<EmbeddedPostgres>> EmbeddedPostgres::Start(const 
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  if (!pg->snapshot_dir_.empty()) {
+    auto templates = pg->Templates();
+    if (templates.ok()) pg->templates_ = *std::move(templates);
+  }
   pg->startup_time_ = absl::Now() - began;
   return pg;
+}
+
+absl::StatusOr<std::vector<std::string>> EmbeddedPostgres::Templates() const {
+  TS_ASSIGN_OR_RETURN(auto s, SqlSession::Open(admin_, "testshard snapshot"));
+  TS_ASSIGN_OR_RETURN(std::vector<Row> rows,
+                      s->Query("SELECT datname FROM pg_database WHERE datistemplate AND datname NOT IN "
+                               "('template0', 'template1') ORDER BY datname"));
+  std::vector<std::string> names;
+  for (const Row& r : rows) names.push_back(r.at(0));
+  return names;
+}
+
+absl::Status EmbeddedPostgres::SaveSnapshot() {
+  if (snapshot_dir_.empty() || !server_) return Stop();
+  TS_ASSIGN_OR_RETURN(std::vector<std::string> templates, Templates());
+  if (templates == templates_) return Stop();  // nothing new: the saved snapshot is still this cluster
+  {
+    // Only templates are worth keeping: the run's own databases would be copied into every later cluster.
+    TS_ASSIGN_OR_RETURN(auto s, SqlSession::Open(admin_, "testshard snapshot"));
+    TS_ASSIGN_OR_RETURN(std::vector<Row> rest,
+                        s->Query("SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'"));
+    for (const Row& r : rest) TS_RETURN_IF_ERROR(s->Exec(absl::StrCat("DROP DATABASE ", QuoteIdent(r.at(0)), " WITH (FORCE)")));
+  }
+  // A fast shutdown ends with a checkpoint: the directory is then a clean cluster that starts without recovery.
+  std::string data = dir_ + "/data";
+  std::string dir = dir_;
+  dir_.clear();  // kept for the copy below
+  absl::Status stopped = Stop();
+  dir_ = dir;
+  if (!stopped.ok()) return stopped;
+  std::error_code ec;
+  std::string tmp = absl::StrCat(snapshot_dir_, ".tmp-", getpid());
+  std::string old = absl::StrCat(snapshot_dir_, ".old-", getpid());
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  chmod(tmp.c_str(), 0700);
+  ProcessSpec cp;
+  cp.argv = {"cp", "-a", data, tmp + "/data"};
+  absl::Status copied = ec ? absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", ec.message()))
+                           : RunQuiet(cp, "saving the cluster's templates");
+  if (copied.ok()) {
+    std::ofstream(tmp + "/complete") << "the template databases of an earlier run, after a clean shutdown\n";
+    std::ofstream(tmp + "/project") << snapshot_ << "\n";
+    // rename() does not replace a non-empty directory: move the old snapshot aside first. A start in between
+    // finds none and starts from initdb, which is merely slower.
+    fs::rename(snapshot_dir_, old, ec);
+    fs::rename(tmp, snapshot_dir_, ec);
+    if (ec) copied = absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", snapshot_dir_, ": ", ec.message()));
+  }
+  fs::remove_all(tmp, ec);
+  fs::remove_all(old, ec);
+  absl::Status removed = Stop();
+  return copied.ok() ? removed : copied;
 }
 
 absl::Status EmbeddedPostgres::Stop() {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -24,6 +25,10 @@ struct EmbeddedOptions {
   int max_connections = 300;
   // Keep a copy of a fresh initdb next to the clusters (testshard-pgcache-<key>) and start later clusters from it.
   bool cache_initdb = true;
+  // A project directory: start from the snapshot SaveSnapshot kept for it, when there is one, so the template
+  // databases its earlier runs built come with the cluster. The snapshot goes once the directory is gone, or when
+  // it is not among the 8 most recently used. Empty: start from a fresh initdb (the cache above).
+  std::string snapshot;
   absl::Duration start_timeout = absl::Seconds(60);
 };
 
@@ -47,6 +52,12 @@ class EmbeddedPostgres {
   // Fast shutdown, then removes the directory. Idempotent.
   absl::Status Stop();
 
+  // For a cluster started with a snapshot name: keeps its template databases for the next start with that name.
+  // When they differ from the ones it started with, every other database is dropped, the server is shut down and
+  // the data directory is copied beside the initdb cache, replacing the older snapshot at once (a rename), so a
+  // concurrent start sees the old one or the new one, never half of one. Stops the cluster either way.
+  absl::Status SaveSnapshot();
+
   // Removes clusters left by owners that no longer run (found by the owner file in each directory: pid and process
   // start time, so a recycled pid does not keep a stale cluster, nor make a live one look stale).
   // Returns how many were removed.
@@ -54,8 +65,13 @@ class EmbeddedPostgres {
 
  private:
   EmbeddedPostgres() = default;
+  // The template databases (other than template0/1), by name.
+  absl::StatusOr<std::vector<std::string>> Templates() const;
 
   std::string dir_;
+  std::string snapshot_;                   // the project directory the snapshot is for
+  std::string snapshot_dir_;               // where SaveSnapshot writes; empty without a snapshot
+  std::vector<std::string> templates_;     // the template databases the cluster started with
   Connection admin_;
   std::optional<Connection> admin_tcp_;
   std::optional<Subprocess> server_;

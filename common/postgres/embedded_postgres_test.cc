@@ -120,5 +120,72 @@ TEST(EmbeddedPostgresTest, SecondStartCopiesTheCachedInitdb) {
   fs::remove_all(base);
 }
 
+// What later runs of a project get from SaveSnapshot: the templates, and nothing else of the cluster.
+TEST(EmbeddedPostgresTest, SnapshotKeepsTemplatesForTheNextStartWithItsName) {
+  char base_tmpl[] = "/tmp/ts-pgsnap-XXXXXX";
+  std::string base = mkdtemp(base_tmpl);
+  chmod(base.c_str(), 0755);
+  fs::create_directories(base + "/projects/a");
+  fs::create_directories(base + "/projects/b");
+  EmbeddedOptions options;
+  options.base_dir = base;
+  options.snapshot = base + "/projects/a";
+  auto databases = [](const EmbeddedPostgres& pg) {
+    pqxx::connection c(pg.admin().Conninfo());
+    pqxx::work w(c);
+    std::string names;
+    for (const auto& row : w.exec("SELECT datname || ':' || datistemplate::text FROM pg_database WHERE datname "
+                                  "NOT IN ('postgres', 'template0', 'template1') ORDER BY 1")) {
+      names += row[0].as<std::string>() + " ";
+    }
+    return names;
+  };
+  {
+    TS_ASSERT_OK_AND_ASSIGN(auto first, EmbeddedPostgres::Start(options));
+    pqxx::connection c(first->admin().Conninfo());
+    pqxx::nontransaction w(c);
+    w.exec0("CREATE DATABASE tpl_kept");
+    w.exec0("ALTER DATABASE tpl_kept WITH IS_TEMPLATE true ALLOW_CONNECTIONS false");
+    w.exec0("CREATE DATABASE a_clone TEMPLATE tpl_kept");
+    // A session still open on a clone does not keep it in the snapshot.
+    pqxx::connection on_clone(first->admin().WithDb("a_clone").Conninfo());
+    std::string dir = first->dir();
+    ASSERT_TRUE(first->SaveSnapshot().ok());
+    EXPECT_FALSE(fs::exists(dir));
+  }
+  {
+    TS_ASSERT_OK_AND_ASSIGN(auto second, EmbeddedPostgres::Start(options));
+    EXPECT_EQ(databases(*second), "tpl_kept:true ");
+    // Nothing new was built: the snapshot is left as it is (a plain database is not a template).
+    pqxx::connection c(second->admin().Conninfo());
+    pqxx::nontransaction(c).exec0("CREATE DATABASE scratch");
+    ASSERT_TRUE(second->SaveSnapshot().ok());
+  }
+  {
+    TS_ASSERT_OK_AND_ASSIGN(auto third, EmbeddedPostgres::Start(options));
+    EXPECT_EQ(databases(*third), "tpl_kept:true ");
+  }
+  options.snapshot = base + "/projects/b";  // another project starts from a fresh initdb
+  {
+    TS_ASSERT_OK_AND_ASSIGN(auto other, EmbeddedPostgres::Start(options));
+    EXPECT_EQ(databases(*other), "");
+  }
+  // Once the project is gone, so is its snapshot (a test suite's temporary projects must not fill /dev/shm).
+  auto snapshots = [&] {
+    int n = 0;
+    for (const auto& e : fs::directory_iterator(base)) n += e.path().filename().string().find("-snap-") != std::string::npos;
+    return n;
+  };
+  EXPECT_EQ(snapshots(), 1);
+  fs::remove_all(base + "/projects/a");
+  options.snapshot.clear();
+  {
+    TS_ASSERT_OK_AND_ASSIGN(auto plain, EmbeddedPostgres::Start(options));
+    EXPECT_EQ(databases(*plain), "");
+  }
+  EXPECT_EQ(snapshots(), 0);
+  fs::remove_all(base);
+}
+
 }  // namespace
 }  // namespace testshard::pg

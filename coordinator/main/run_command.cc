@@ -135,6 +135,7 @@ int RunLocal(const RunFlags& flags) {
     po.tcp = config->database.tcp || config->database.transport == DatabaseConfig::Transport::kTcp;
     po.max_connections = config->database.max_connections > 0 ? config->database.max_connections
                                                                 : std::max(100, 20 * agents + 20);
+    if (config->database.reuse_templates && !config->database.template_inputs.empty()) po.snapshot = project;
     auto started = pg::EmbeddedPostgres::Start(po);
     if (!started.ok()) return Fail(Annotate(started.status(), "starting the embedded PostgreSQL"));
     postgres = std::move(*started);
@@ -206,6 +207,11 @@ int RunLocal(const RunFlags& flags) {
   children.clear();
   std::string junit = flags.junit_out.empty() ? "testshard-report.xml" : flags.junit_out;
   int code = (*session)->Finish(junit);
+  if (postgres && !sig) {
+    // An interrupted run leaves at once, keeping nothing.
+    absl::Status saved = postgres->SaveSnapshot();
+    if (!saved.ok()) std::fprintf(stderr, "testshard: warning: templates not kept for the next run: %s\n", std::string(saved.message()).c_str());
+  }
   return code;
 }
 

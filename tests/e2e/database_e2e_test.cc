@@ -149,6 +149,49 @@ TEST_F(DatabaseE2eTest, KilledRunsServerDiesAndItsClusterIsRemovedOnTheNextStart
   EXPECT_TRUE(clusters_in(base).empty()) << "the second run's own cluster must be gone too";
 }
 
+// The next run of a project finds the template its last run built (a snapshot of the embedded cluster), so its
+// set-up commands do not run again; changing a template input builds a new one; reuse_templates = false opts out.
+TEST_F(DatabaseE2eTest, NextRunReusesTheTemplateUntilAnInputChanges) {
+  std::string base = project_.dir() + "/pgbase";
+  fs::create_directories(base);
+  fs::permissions(base, fs::perms::all);
+  // Each set-up run leaves a line in setups.log (the agent runs it as root, in the project).
+  auto setup = [](const std::string& version) {
+    return absl::StrCat(kSetup, "open('setups.log', 'a').write('", version, "\\n')\n");
+  };
+  project_.Write("setup_db.py", setup("v1"));
+  project_.Write("tests/test_mark.py", R"PY(
+import os, psycopg2, pytest
+
+@pytest.mark.db
+@pytest.mark.parametrize("i", range(12))
+def test_template_is_there(i):
+    cur = psycopg2.connect(os.environ["DATABASE_URL"]).cursor()
+    cur.execute("SELECT count(*) FROM marks")
+    assert cur.fetchone()[0] == 0
+)PY");
+  auto config = [&](const std::string& extra) {
+    return Config(absl::StrCat("role = \"app_user\"\ndata_dir = \"", base, "\"\n", extra),
+                  "[[stages]]\nname = \"db\"\nmarkers = \"db\"\n");
+  };
+  project_.Write("testshard.toml", config(""));
+  auto run = [&] {
+    Project::Result r = project_.Testshard({"run", "--agents", "1", "--junit-out", "report.xml"});
+    EXPECT_EQ(r.process.exit_code, 0) << r.output;
+    EXPECT_EQ(ReadReport(project_.dir() + "/report.xml").Count(Outcome::kPassed), 12) << r.output;
+  };
+  run();
+  run();
+  EXPECT_EQ(project_.Read("setups.log"), "v1\n") << "the second run built the template again";
+  project_.Write("setup_db.py", setup("v2"));
+  run();
+  run();
+  EXPECT_EQ(project_.Read("setups.log"), "v1\nv2\n");
+  project_.Write("testshard.toml", config("reuse_templates = false\n"));
+  run();
+  EXPECT_EQ(project_.Read("setups.log"), "v1\nv2\nv2\n");
+}
+
 TEST_F(DatabaseE2eTest, UnreachableServerFailsTheRunWithAClearErrorAndNoPasses) {
   project_.Write("testshard.toml",
                  Config(absl::StrCat("mode = \"server\"\nurl = \"postgresql://postgres@/postgres?host=", project_.dir(),
