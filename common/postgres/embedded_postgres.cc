@@ -120,21 +120,35 @@ std::string InitdbCacheKey(const std::vector<std::string>& argv, uid_t uid) {
   return h.Hex().substr(0, 16);
 }
 
+// Copies the data directory `data` to <dest>.tmp-<pid>/data and marks it complete with `what`; returns that
+// directory, for the caller to rename into place (so nobody ever starts from half a copy).
+absl::StatusOr<std::string> CopyBeside(const std::string& dest, const std::string& data, const std::string& what) {
+  std::error_code ec;
+  std::string tmp = absl::StrCat(dest, ".tmp-", getpid());
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", ec.message()));
+  chmod(tmp.c_str(), 0700);
+  ProcessSpec cp;
+  cp.argv = {"cp", "-a", data, tmp + "/data"};
+  absl::Status copied = RunQuiet(cp, absl::StrCat("copying ", data, " to ", tmp));
+  if (!copied.ok()) {
+    fs::remove_all(tmp, ec);
+    return copied;
+  }
+  std::ofstream(tmp + "/complete") << what << "\n";
+  return tmp;
+}
+
 // Copies a pristine data directory into the cache (atomically: a rename), and removes caches nobody used for a
 // week (other PostgreSQL versions, say). Best effort: a failure only means the next start runs initdb.
 void FillInitdbCache(const std::string& base, const std::string& cache, const std::string& data) {
   std::error_code ec;
-  std::string tmp = absl::StrCat(cache, ".tmp-", getpid());
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  chmod(tmp.c_str(), 0700);
-  ProcessSpec cp;
-  cp.argv = {"cp", "-a", data, tmp + "/data"};
-  if (!ec && RunQuiet(cp, "caching the new cluster").ok()) {
-    std::ofstream(tmp + "/complete") << "initdb output, copied before the server first started\n";
-    fs::rename(tmp, cache, ec);  // fails harmlessly when another start filled it first
+  auto tmp = CopyBeside(cache, data, "initdb output, copied before the server first started");
+  if (tmp.ok()) {
+    fs::rename(*tmp, cache, ec);  // fails harmlessly when another start filled it first
+    fs::remove_all(*tmp, ec);
   }
-  fs::remove_all(tmp, ec);
   for (const auto& e : fs::directory_iterator(base, ec)) {
     std::string name = e.path().filename().string();
     if (name.rfind(kCachePrefix, 0) != 0 || e.path() == fs::path(cache)) continue;
@@ -409,28 +423,21 @@ absl::Status EmbeddedPostgres::SaveSnapshot() {
   dir_ = dir;
   if (!stopped.ok()) return stopped;
   std::error_code ec;
-  std::string tmp = absl::StrCat(snapshot_dir_, ".tmp-", getpid());
-  std::string old = absl::StrCat(snapshot_dir_, ".old-", getpid());
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  chmod(tmp.c_str(), 0700);
-  ProcessSpec cp;
-  cp.argv = {"cp", "-a", data, tmp + "/data"};
-  absl::Status copied = ec ? absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", ec.message()))
-                           : RunQuiet(cp, "saving the cluster's templates");
-  if (copied.ok()) {
-    std::ofstream(tmp + "/complete") << "the template databases of an earlier run, after a clean shutdown\n";
-    std::ofstream(tmp + "/project") << snapshot_ << "\n";
+  auto tmp = CopyBeside(snapshot_dir_, data, "the template databases of an earlier run, after a clean shutdown");
+  absl::Status saved = tmp.status();
+  if (tmp.ok()) {
+    std::ofstream(*tmp + "/project") << snapshot_ << "\n";
     // rename() does not replace a non-empty directory: move the old snapshot aside first. A start in between
     // finds none and starts from initdb, which is merely slower.
+    std::string old = absl::StrCat(snapshot_dir_, ".old-", getpid());
     fs::rename(snapshot_dir_, old, ec);
-    fs::rename(tmp, snapshot_dir_, ec);
-    if (ec) copied = absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", snapshot_dir_, ": ", ec.message()));
+    fs::rename(*tmp, snapshot_dir_, ec);
+    if (ec) saved = absl::InternalError(absl::StrCat("cannot rename ", *tmp, " to ", snapshot_dir_, ": ", ec.message()));
+    fs::remove_all(*tmp, ec);
+    fs::remove_all(old, ec);
   }
-  fs::remove_all(tmp, ec);
-  fs::remove_all(old, ec);
   absl::Status removed = Stop();
-  return copied.ok() ? removed : copied;
+  return saved.ok() ? removed : saved;
 }
 
 absl::Status EmbeddedPostgres::Stop() {

@@ -246,6 +246,17 @@ TEST_F(JunitMergerTest, StructuredCasePropertiesSurviveTheSpool) {
   EXPECT_EQ(got, (std::vector<std::string>{"agent=local-1", "database=db_1"}));
 }
 
+TEST_F(JunitMergerTest, FilePropertiesReachTheReport) {
+  ASSERT_THAT(Add(R"(<testsuites><testsuite name="pytest"><testcase classname="t" name="test_p" time="0.1">
+    <properties><property name="database" value="ts_&lt;1&gt;"/></properties></testcase></testsuite></testsuites>)",
+                  "shard-1.xml"),
+              IsOk());
+  pugi::xml_node p = FindCase(Merge(), "test_p").child("properties").child("property");
+  ASSERT_TRUE(p) << text_;
+  EXPECT_STREQ(p.attribute("name").value(), "database");
+  EXPECT_STREQ(p.attribute("value").value(), "ts_<1>");
+}
+
 TEST_F(JunitMergerTest, SuiteLevelOutputIsKept) {
   ASSERT_THAT(Add(R"(<testsuites><testsuite name="t_shard_1/2"><testcase name="t_shard_1/2" time="3"><error
     message="exited with error code 1"/></testcase><system-out>segfault log</system-out></testsuite></testsuites>)",

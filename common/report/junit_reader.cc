@@ -17,6 +17,9 @@ namespace {
 
 bool IsContinuation(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
 
+// Per test case; a file with more is hostile or broken, and the rest are not worth the memory.
+constexpr size_t kMaxProperties = 1000;
+
 const char* Attr(const char** attributes, const char* name) {
   for (const char** a = attributes; *a; a += 2) {
     if (std::strcmp(a[0], name) == 0) return a[1];
@@ -192,6 +195,8 @@ class JunitHandler : public XmlHandler {
     const char* file = Attr(attributes, "file");
     case_.file.assign(file ? file : "");
     case_.reruns.clear();
+    case_.properties.clear();
+    in_properties_ = false;
     case_.result.message.clear();
     case_.result.type.clear();
     case_.result.outcome = Outcome::kPassed;
@@ -226,7 +231,15 @@ class JunitHandler : public XmlHandler {
       return;
     }
     if (depth_ != case_depth_ + 1) {
-      field_ = Field::kNone;  // e.g. <property> inside <properties>
+      // pytest's record_property, Surefire's and Bazel's per-test properties: <properties><property name value>.
+      if (in_properties_ && depth_ == case_depth_ + 2 && name == "property" &&
+          case_.properties.size() < kMaxProperties) {
+        const char* key = Attr(attributes, "name");
+        std::string value = AttrOr(attributes, "value");
+        if (value.size() > options_.max_text_bytes) value.resize(options_.max_text_bytes);
+        if (key != nullptr) case_.properties.emplace_back(key, std::move(value));
+      }
+      field_ = Field::kNone;
       return;
     }
     if (name == "failure") {
@@ -238,6 +251,9 @@ class JunitHandler : public XmlHandler {
     } else if (name == "skipped") {
       SetResult(Outcome::kSkipped, attributes);
       StartDetails();
+    } else if (name == "properties") {
+      in_properties_ = true;
+      field_ = Field::kNone;
     } else if (name == "system-out") {
       field_ = Field::kOut;
     } else if (name == "system-err") {
@@ -267,6 +283,7 @@ class JunitHandler : public XmlHandler {
       EndRerun();
       return;
     }
+    if (depth_ == case_depth_) in_properties_ = false;
     field_ = Field::kNone;
   }
 
@@ -317,6 +334,7 @@ class JunitHandler : public XmlHandler {
   TestCase case_;
   bool disabled_ = false;
   bool has_result_child_ = false;
+  bool in_properties_ = false;
   std::vector<std::string> extra_messages_;
   CappedText details_, out_, err_;
 

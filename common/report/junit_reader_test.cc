@@ -184,6 +184,25 @@ TEST(JunitReaderTest, NestedSuitesReportInnermostName) {
   EXPECT_EQ(c.suites[1], "outer");
 }
 
+// pytest's record_property (and Surefire's per-test properties) come through; suite-level properties (Surefire's
+// system properties) and <property> outside <properties> do not belong to a test.
+TEST(JunitReaderTest, TestCasePropertiesAreKept) {
+  Collected c;
+  ASSERT_THAT(Read(R"(<testsuites><testsuite name="pytest">
+  <properties><property name="java.version" value="17"/></properties>
+  <testcase classname="t" name="a">
+    <properties><property name="database" value="ts_1"/><property name="lease" value="L1"/></properties>
+    <failure message="boom">trace</failure>
+  </testcase>
+  <testcase classname="t" name="b"><property name="stray" value="x"/></testcase>
+</testsuite></testsuites>)", &c), IsOk());
+  ASSERT_THAT(c.cases, SizeIs(2));
+  using Props = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_EQ(c.cases[0].properties, (Props{{"database", "ts_1"}, {"lease", "L1"}}));
+  EXPECT_EQ(c.cases[0].result.outcome, Outcome::kFailed);
+  EXPECT_TRUE(c.cases[1].properties.empty());
+}
+
 TEST(JunitReaderTest, TruncatedFileKeepsCompleteCasesAndErrsTheCutOne) {
   Collected c;
   JunitReadStats stats;
