@@ -1,6 +1,7 @@
 // `testshard agent`: dials a coordinator and runs its leases until the run is done.
 #include <signal.h>
 
+#include <atomic>
 #include <filesystem>
 #include <thread>
 
@@ -69,16 +70,23 @@ int RunAgent(const AgentFlags& flags) {
   PosixProcessRunner runner;
   agent::Agent a(o, &runner);
   // Signals arrive here, not in the agent's threads: cancel the lease in hand and leave.
+  std::atomic<bool> signalled{false};
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);
     if (sig == SIGUSR1) return;
     spdlog::info("{}: signal {}, stopping", o.name, sig);
+    signalled = true;
     a.Stop();
   });
   absl::Status s = a.Run();
   pthread_kill(waiter.native_handle(), SIGUSR1);
   waiter.join();
+  // A stopped agent leaves at once; one that finished keeps the templates it built for its next run.
+  if (postgres && s.ok() && !signalled) {
+    absl::Status saved = postgres->SaveSnapshot();
+    if (!saved.ok()) spdlog::warn("{}: templates not kept for the next run: {}", o.name, ToStd(saved.message()));
+  }
   if (!s.ok()) {
     spdlog::error("{}: {}", o.name, ToStd(s.message()));
     return 3;

@@ -69,6 +69,38 @@ TEST_F(DistributedE2eTest, AgentsInSeparateProcessesShareTheRun) {
   EXPECT_EQ(agents, (std::set<std::string>{"remote-1", "remote-2"}));
 }
 
+// A fleet agent with its own embedded server keeps the template it built for its next run in the same checkout,
+// as `testshard run` does: the set-up command runs once over two runs.
+TEST_F(DistributedE2eTest, AgentKeepsItsTemplateForItsNextRun) {
+  std::string base = project_.dir() + "/pgbase";
+  fs::create_directories(base);
+  fs::permissions(base, fs::perms::all);
+  project_.Write("setup_db.py", "open('setups.log', 'a').write('built\\n')\n");
+  project_.Write("testshard.toml", absl::StrCat(R"(command = ["/usr/bin/python3", "-m", "pytest"]
+
+[database]
+setup = [["/usr/bin/python3", "setup_db.py"]]
+template_inputs = ["setup_db.py"]
+env = { DATABASE_URL = "{url}" }
+data_dir = ")", base, R"("
+
+[[stages]]
+name = "unit"
+markers = "unit"
+)"));
+  for (int run = 0; run < 2; ++run) {
+    Subprocess coordinator =
+        Start({"coordinator", "--listen", "unix:" + socket_, "--agents", "1", "--junit-out", "report.xml"},
+              "coordinator.log", kToken);
+    for (int i = 0; i < 200 && !fs::exists(socket_); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    Subprocess agent = Start({"agent", "--coordinator", "unix:" + socket_, "--name", "fleet-1"}, "a1.log", kToken);
+    EXPECT_EQ(coordinator.Wait().exit_code, 0) << project_.Read("coordinator.log");
+    EXPECT_EQ(agent.Wait().exit_code, 0) << project_.Read("a1.log");
+    EXPECT_EQ(ReadReport(project_.dir() + "/report.xml").Count(Outcome::kPassed), 8) << project_.Read("a1.log");
+  }
+  EXPECT_EQ(project_.Read("setups.log"), "built\n") << project_.Read("a1.log");
+}
+
 TEST_F(DistributedE2eTest, AgentWithAWrongTokenIsRefused) {
   Subprocess coordinator = Coordinator();
   Subprocess intruder =
