@@ -70,9 +70,27 @@ absl::StatusOr<std::unique_ptr<PytestWorker>> PytestWorker::Start(const WorkerOp
   w->socket_path_ = options.scratch_dir + "/worker.sock";
   w->log_path_ = options.scratch_dir + "/worker.log";
   sockaddr_un addr{};
+  // A unix socket's path must fit sun_path (108 bytes). A checkout deep in the file system gets a private
+  // directory in /tmp for it instead (mode 0700 from mkdtemp); without one the agent would have to give up its warm
+  // worker and run one process per shard.
+  std::string short_dir;
   if (w->socket_path_.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("socket path too long: ", w->socket_path_));
+    char tmpl[] = "/tmp/testshard-w-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) {
+      return absl::InternalError(absl::StrCat("socket path too long (", w->socket_path_,
+                                              ") and no directory for it in /tmp: ", strerror(errno)));
+    }
+    short_dir = tmpl;
+    w->socket_path_ = short_dir + "/worker.sock";
   }
+  // Once the worker has connected (or failed to), the path has served its purpose.
+  struct RemoveSocket {
+    std::string path, dir;
+    ~RemoveSocket() {
+      unlink(path.c_str());
+      if (!dir.empty()) rmdir(dir.c_str());
+    }
+  } remove_socket{w->socket_path_, short_dir};
   unlink(w->socket_path_.c_str());
   int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listener < 0) return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
@@ -127,7 +145,6 @@ absl::StatusOr<std::unique_ptr<PytestWorker>> PytestWorker::Start(const WorkerOp
     }
   }
   close(listener);
-  unlink(w->socket_path_.c_str());
 
   // The first message says whether collection worked.
   while (true) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include "common/testing/status_matchers.h"
 #include "gmock/gmock.h"
@@ -79,12 +80,12 @@ class PytestWorkerTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  std::unique_ptr<PytestWorker> Start() {
+  std::unique_ptr<PytestWorker> Start(const std::string& scratch = "/scratch") {
     WorkerOptions o;
     o.command = {"/usr/bin/python3", "-m", "pytest"};
     o.cwd = dir_;
     o.plugin_dir = std::string(TESTSHARD_SOURCE_DIR) + "/agent/python";
-    o.scratch_dir = dir_ + "/scratch";
+    o.scratch_dir = dir_ + scratch;
     auto w = PytestWorker::Start(o);
     EXPECT_TRUE(w.ok()) << w.status();
     return w.ok() ? std::move(*w) : nullptr;
@@ -113,6 +114,29 @@ class PytestWorkerTest : public ::testing::Test {
 
   std::string dir_;
 };
+
+// A checkout deep in the file system: the socket's path would not fit a unix socket address (108 bytes), so it
+// lives in a private directory in /tmp, which is gone once the worker has connected. (It used to cost the warm
+// worker: the agent fell back to one pytest process per shard.)
+TEST_F(PytestWorkerTest, DeepScratchDirectoryStillGetsAWorker) {
+  std::string deep = "/" + std::string(60, 'd') + "/" + std::string(60, 'e');
+  auto before = [] {
+    std::set<std::string> dirs;
+    for (const auto& e : fs::directory_iterator("/tmp")) {
+      if (e.path().filename().string().rfind("testshard-w-", 0) == 0) dirs.insert(e.path());
+    }
+    return dirs;
+  };
+  std::set<std::string> existing = before();
+  auto w = Start(deep);
+  ASSERT_TRUE(w);
+  EXPECT_EQ(before(), existing) << "the socket's directory in /tmp was left behind";
+  ASSERT_THAT(w->Run({"test_w.py::test_skip"}), testshard::testing::IsOk());
+  ASSERT_THAT(w->Flush(), testshard::testing::IsOk());
+  auto results = Results(*w, 1);
+  EXPECT_EQ(results["test_w.py::test_skip"].result.outcome, Outcome::kSkipped);
+  w->Stop();
+}
 
 TEST_F(PytestWorkerTest, SelectsWhatPytestDashMWould) {
   auto w = Start();

@@ -315,7 +315,7 @@ absl::StatusOr<std::unique_ptr<EmbeddedPostgres>> EmbeddedPostgres::Start(const 
     pg->snapshot_ = fs::absolute(options.snapshot).lexically_normal().string();
     // Made by the same binaries, options and user as the initdb cache, so it lives under the same key.
     pg->snapshot_dir_ = absl::StrCat(base, "/", kCachePrefix, cache_key, kSnapshotInfix,
-                                     StableHasher().Add(options.snapshot).Hex().substr(0, 12));
+                                     StableHasher().Add(pg->snapshot_).Hex().substr(0, 12));
   }
   auto copy_from = [&](const std::string& from) {
     if (from.empty() || !fs::exists(from + "/complete")) return false;
@@ -413,7 +413,9 @@ absl::Status EmbeddedPostgres::SaveSnapshot() {
     TS_ASSIGN_OR_RETURN(auto s, SqlSession::Open(admin_, "testshard snapshot"));
     TS_ASSIGN_OR_RETURN(std::vector<Row> rest,
                         s->Query("SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'"));
-    for (const Row& r : rest) TS_RETURN_IF_ERROR(s->Exec(absl::StrCat("DROP DATABASE ", QuoteIdent(r.at(0)), " WITH (FORCE)")));
+    for (const Row& r : rest) {
+      TS_RETURN_IF_ERROR(s->Exec(absl::StrCat("DROP DATABASE ", QuoteIdent(r.at(0)), " WITH (FORCE)")));
+    }
   }
   // A fast shutdown ends with a checkpoint: the directory is then a clean cluster that starts without recovery.
   std::string data = dir_ + "/data";
@@ -432,7 +434,9 @@ absl::Status EmbeddedPostgres::SaveSnapshot() {
     std::string old = absl::StrCat(snapshot_dir_, ".old-", getpid());
     fs::rename(snapshot_dir_, old, ec);
     fs::rename(*tmp, snapshot_dir_, ec);
-    if (ec) saved = absl::InternalError(absl::StrCat("cannot rename ", *tmp, " to ", snapshot_dir_, ": ", ec.message()));
+    if (ec) {
+      saved = absl::InternalError(absl::StrCat("cannot rename ", *tmp, " to ", snapshot_dir_, ": ", ec.message()));
+    }
     fs::remove_all(*tmp, ec);
     fs::remove_all(old, ec);
   }

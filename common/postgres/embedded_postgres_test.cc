@@ -173,7 +173,9 @@ TEST(EmbeddedPostgresTest, SnapshotKeepsTemplatesForTheNextStartWithItsName) {
   // Once the project is gone, so is its snapshot (a test suite's temporary projects must not fill /dev/shm).
   auto snapshots = [&] {
     int n = 0;
-    for (const auto& e : fs::directory_iterator(base)) n += e.path().filename().string().find("-snap-") != std::string::npos;
+    for (const auto& e : fs::directory_iterator(base)) {
+      n += e.path().filename().string().find("-snap-") != std::string::npos;
+    }
     return n;
   };
   EXPECT_EQ(snapshots(), 1);

@@ -210,7 +210,10 @@ int RunLocal(const RunFlags& flags) {
   if (postgres && !sig) {
     // An interrupted run leaves at once, keeping nothing.
     absl::Status saved = postgres->SaveSnapshot();
-    if (!saved.ok()) std::fprintf(stderr, "testshard: warning: templates not kept for the next run: %s\n", std::string(saved.message()).c_str());
+    if (!saved.ok()) {
+      std::fprintf(stderr, "testshard: warning: templates not kept for the next run: %s\n",
+                   std::string(saved.message()).c_str());
+    }
   }
   return code;
 }
