@@ -126,7 +126,7 @@ absl::Status Agent::PrepareDatabase() {
     eo.tcp = db.embedded().tcp() || db.transport() == "tcp";
     if (db.embedded().max_connections() > 0) eo.max_connections = db.embedded().max_connections();
     // A fleet agent runs once per run in the same checkout: like `testshard run`, it keeps its templates.
-    if (db.embedded().reuse_templates() && db.template_inputs_size() > 0) eo.snapshot = options_.root;
+    if (db.embedded().reuse_templates()) eo.snapshot = options_.root;
     TS_ASSIGN_OR_RETURN(admin, options_.start_embedded_server(eo));
   } else {
     return absl::FailedPreconditionError("the run needs a database and this agent was given no server");

@@ -56,6 +56,8 @@ struct DatabaseConfig {
   // the initdb cache), as pytest-django's --reuse-db keeps its database. Only with template_inputs: without them
   // nothing would tell a stale template from a current one.
   bool reuse_templates = true;
+  // Whether an embedded server keeps its templates between runs: reuse_templates, and inputs that name them.
+  bool KeepsTemplates() const { return reuse_templates && !template_inputs.empty(); }
 
   // How the tests reach the server, and so what {host} and {port} say. kSocket: a unix-socket directory in {host}
   // ({socket_dir} too); kTcp: 127.0.0.1 and a port (an embedded server then also listens on loopback TCP). kAuto:

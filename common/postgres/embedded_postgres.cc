@@ -387,45 +387,46 @@ absl::StatusOr<std::unique_ptr<EmbeddedPostgres>> EmbeddedPostgres::Start(const 
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (!pg->snapshot_dir_.empty()) {
-    auto templates = pg->Templates();
+    auto s = SqlSession::Open(pg->admin_, "testshard snapshot");
+    auto templates = s.ok() ? pg->Templates(**s) : s.status();
     if (templates.ok()) pg->templates_ = *std::move(templates);
   }
   pg->startup_time_ = absl::Now() - began;
   return pg;
 }
 
-absl::StatusOr<std::vector<std::string>> EmbeddedPostgres::Templates() const {
-  TS_ASSIGN_OR_RETURN(auto s, SqlSession::Open(admin_, "testshard snapshot"));
+absl::StatusOr<std::vector<std::string>> EmbeddedPostgres::Templates(SqlSession& s,
+                                                                     std::vector<std::string>* others) const {
   TS_ASSIGN_OR_RETURN(std::vector<Row> rows,
-                      s->Query("SELECT datname FROM pg_database WHERE datistemplate AND datname NOT IN "
-                               "('template0', 'template1') ORDER BY datname"));
-  std::vector<std::string> names;
-  for (const Row& r : rows) names.push_back(r.at(0));
-  return names;
+                      s.Query("SELECT datname, datistemplate::text FROM pg_database WHERE datname NOT IN "
+                              "('template0', 'template1', 'postgres') ORDER BY datname"));
+  std::vector<std::string> templates;
+  for (const Row& r : rows) {
+    if (r.at(1) == "true") {
+      templates.push_back(r.at(0));
+    } else if (others) {
+      others->push_back(r.at(0));
+    }
+  }
+  return templates;
 }
 
 absl::Status EmbeddedPostgres::SaveSnapshot() {
   if (snapshot_dir_.empty() || !server_) return Stop();
-  TS_ASSIGN_OR_RETURN(std::vector<std::string> templates, Templates());
-  if (templates == templates_) return Stop();  // nothing new: the saved snapshot is still this cluster
   {
-    // Only templates are worth keeping: the run's own databases would be copied into every later cluster.
     TS_ASSIGN_OR_RETURN(auto s, SqlSession::Open(admin_, "testshard snapshot"));
-    TS_ASSIGN_OR_RETURN(std::vector<Row> rest,
-                        s->Query("SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'"));
-    for (const Row& r : rest) {
-      TS_RETURN_IF_ERROR(s->Exec(absl::StrCat("DROP DATABASE ", QuoteIdent(r.at(0)), " WITH (FORCE)")));
+    std::vector<std::string> others;
+    TS_ASSIGN_OR_RETURN(std::vector<std::string> templates, Templates(*s, &others));
+    if (templates == templates_) return Stop();  // nothing new: the saved snapshot is still this cluster
+    // Only templates are worth keeping: the run's own databases would be copied into every later cluster.
+    for (const std::string& name : others) {
+      TS_RETURN_IF_ERROR(s->Exec(absl::StrCat("DROP DATABASE ", QuoteIdent(name), " WITH (FORCE)")));
     }
   }
   // A fast shutdown ends with a checkpoint: the directory is then a clean cluster that starts without recovery.
-  std::string data = dir_ + "/data";
-  std::string dir = dir_;
-  dir_.clear();  // kept for the copy below
-  absl::Status stopped = Stop();
-  dir_ = dir;
-  if (!stopped.ok()) return stopped;
+  StopServer();
   std::error_code ec;
-  auto tmp = CopyBeside(snapshot_dir_, data, "the template databases of an earlier run, after a clean shutdown");
+  auto tmp = CopyBeside(snapshot_dir_, dir_ + "/data", "the template databases of an earlier run, after a clean shutdown");
   absl::Status saved = tmp.status();
   if (tmp.ok()) {
     std::ofstream(*tmp + "/project") << snapshot_ << "\n";
@@ -445,6 +446,17 @@ absl::Status EmbeddedPostgres::SaveSnapshot() {
 }
 
 absl::Status EmbeddedPostgres::Stop() {
+  StopServer();
+  if (!dir_.empty()) {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+    if (ec) return absl::InternalError(absl::StrCat("cannot remove ", dir_, ": ", ec.message()));
+    dir_.clear();
+  }
+  return absl::OkStatus();
+}
+
+void EmbeddedPostgres::StopServer() {
   if (server_) {
     // SIGINT is a fast shutdown: sessions are cut, nothing is flushed that we will not throw away anyway.
     server_->SignalGroup(SIGINT);
@@ -460,13 +472,6 @@ absl::Status EmbeddedPostgres::Stop() {
     }
     server_.reset();
   }
-  if (!dir_.empty()) {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-    if (ec) return absl::InternalError(absl::StrCat("cannot remove ", dir_, ": ", ec.message()));
-    dir_.clear();
-  }
-  return absl::OkStatus();
 }
 
 absl::Status EmbeddedPostgres::Health() const {

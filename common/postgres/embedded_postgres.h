@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/postgres/connection.h"
+#include "common/postgres/sql_session.h"
 #include "common/process.h"
 
 namespace testshard::pg {
@@ -65,8 +66,10 @@ class EmbeddedPostgres {
 
  private:
   EmbeddedPostgres() = default;
-  // The template databases (other than template0/1), by name.
-  absl::StatusOr<std::vector<std::string>> Templates() const;
+  // Fast shutdown (SIGKILL after 10 s); the directory stays.
+  void StopServer();
+  // The cluster's template databases (other than template0/1), by name; `others` gets the rest but `postgres`.
+  absl::StatusOr<std::vector<std::string>> Templates(SqlSession& s, std::vector<std::string>* others = nullptr) const;
 
   std::string dir_;
   std::string snapshot_;                   // the project directory the snapshot is for

@@ -135,7 +135,7 @@ int RunLocal(const RunFlags& flags) {
     po.tcp = config->database.tcp || config->database.transport == DatabaseConfig::Transport::kTcp;
     po.max_connections = config->database.max_connections > 0 ? config->database.max_connections
                                                                 : std::max(100, 20 * agents + 20);
-    if (config->database.reuse_templates && !config->database.template_inputs.empty()) po.snapshot = project;
+    if (config->database.KeepsTemplates()) po.snapshot = project;
     auto started = pg::EmbeddedPostgres::Start(po);
     if (!started.ok()) return Fail(Annotate(started.status(), "starting the embedded PostgreSQL"));
     postgres = std::move(*started);

@@ -127,7 +127,7 @@ v1::RunSpec BuildRunSpec(const Config& config, const std::string& server_url) {
   d->mutable_embedded()->set_data_dir(db.data_dir);
   d->mutable_embedded()->set_tcp(db.tcp);
   d->mutable_embedded()->set_max_connections(db.max_connections);
-  d->mutable_embedded()->set_reuse_templates(db.reuse_templates);
+  d->mutable_embedded()->set_reuse_templates(db.KeepsTemplates());
   d->set_transport(std::string(TransportName(db.transport)));
   d->set_django_test_db(std::string(DjangoTestDbName(db.django_test_db)));
   d->set_handoff_check(std::string(HandoffCheckName(db.handoff_check)));
