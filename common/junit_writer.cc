@@ -165,7 +165,27 @@ void JunitStreamWriter::Flush() {
   buf_.clear();
 }
 
-void JunitStreamWriter::Text(std::string_view text) {
+namespace {
+
+// Formats elements into a caller's buffer: the stream writer's own, or one a merge fills on another thread.
+class CaseFormatter {
+ public:
+  CaseFormatter(std::string& buf, const JunitWriteOptions& options) : buf_(buf), options_(options) {}
+  void Case(const TestCase& c);
+  // indent<tag>text</tag>after, with text escaped and capped; nothing when text is empty.
+  void Element(std::string_view indent, std::string_view tag, std::string_view text, std::string_view after);
+
+ private:
+  void Text(std::string_view text);
+  void Problem(std::string_view tag, const TestAttempt& a, bool rerun_form);
+
+  std::string& buf_;
+  const JunitWriteOptions& options_;
+};
+
+}  // namespace
+
+void CaseFormatter::Text(std::string_view text) {
   if (text.size() > options_.max_text_bytes) {
     AppendXmlEscaped(&buf_, TrimMiddle(text, options_.max_text_bytes));
   } else {
@@ -173,7 +193,7 @@ void JunitStreamWriter::Text(std::string_view text) {
   }
 }
 
-void JunitStreamWriter::Element(std::string_view indent, std::string_view tag, std::string_view text,
+void CaseFormatter::Element(std::string_view indent, std::string_view tag, std::string_view text,
                                 std::string_view after) {
   if (text.empty()) return;  // an empty element says nothing; leaving it out keeps the report small
   buf_.append(indent).append("<").append(tag).append(">");
@@ -206,7 +226,7 @@ void JunitStreamWriter::BeginSuite(std::string_view name, const JunitCounts& cou
 }
 
 // <tag message=".." type="..">details</tag>; Surefire's rerun forms nest the trace and output of the attempt.
-void JunitStreamWriter::Problem(std::string_view tag, const TestAttempt& a, bool rerun_form) {
+void CaseFormatter::Problem(std::string_view tag, const TestAttempt& a, bool rerun_form) {
   buf_ += "      <";
   buf_ += tag;
   buf_ += " message=\"";
@@ -239,7 +259,7 @@ void JunitStreamWriter::Problem(std::string_view tag, const TestAttempt& a, bool
   buf_ += ">\n";
 }
 
-void JunitStreamWriter::WriteCase(const TestCase& c) {
+void CaseFormatter::Case(const TestCase& c) {
   std::string derived_classname, derived_name;
   const std::string* classname = &c.classname;
   const std::string* name = &c.name;
@@ -299,12 +319,30 @@ void JunitStreamWriter::WriteCase(const TestCase& c) {
   } else {
     buf_ += "    </testcase>\n";
   }
+}
+
+void JunitStreamWriter::WriteCase(const TestCase& c) {
+  CaseFormatter(buf_, options_).Case(c);
   if (buf_.size() >= kFlushBytes) Flush();
 }
 
+void JunitStreamWriter::WriteFormatted(std::string_view cases) {
+  if (buf_.size() + cases.size() >= kFlushBytes) {
+    Flush();
+    out_.write(cases.data(), static_cast<std::streamsize>(cases.size()));
+    return;
+  }
+  buf_.append(cases);
+}
+
+void AppendJunitCase(const TestCase& c, const JunitWriteOptions& options, std::string* out) {
+  CaseFormatter(*out, options).Case(c);
+}
+
 void JunitStreamWriter::EndSuite(std::string_view system_out, std::string_view system_err) {
-  Element("    ", "system-out", system_out, "\n");
-  Element("    ", "system-err", system_err, "\n");
+  CaseFormatter f(buf_, options_);
+  f.Element("    ", "system-out", system_out, "\n");
+  f.Element("    ", "system-err", system_err, "\n");
   buf_ += "  </testsuite>\n";
   if (buf_.size() >= kFlushBytes) Flush();
 }

@@ -54,6 +54,8 @@ class JunitStreamWriter {
   void BeginSuite(std::string_view name, const JunitCounts& counts,
                   const std::vector<std::pair<std::string, std::string>>& properties = {});
   void WriteCase(const TestCase& c);
+  // Cases formatted by AppendJunitCase (on any thread), written where the WriteCase calls would have been.
+  void WriteFormatted(std::string_view cases);
   // Suite-level output (e.g. a crashed shard's log) goes after the suite's cases, capped like test output.
   void EndSuite(std::string_view system_out = {}, std::string_view system_err = {});
   // Closes the document and flushes. kDataLoss when the stream failed at any point.
@@ -61,15 +63,14 @@ class JunitStreamWriter {
 
  private:
   void Flush();
-  void Text(std::string_view text);
-  // indent<tag>text</tag>after, with text escaped and capped; nothing when text is empty.
-  void Element(std::string_view indent, std::string_view tag, std::string_view text, std::string_view after);
-  void Problem(std::string_view tag, const TestAttempt& a, bool rerun_form);
 
   std::ostream& out_;
   JunitWriteOptions options_;
   std::string buf_;
 };
+
+// Appends the XML of one test case, exactly as JunitStreamWriter::WriteCase writes it. Thread-safe.
+void AppendJunitCase(const TestCase& c, const JunitWriteOptions& options, std::string* out);
 
 // XML-escapes `text` for use in an attribute or element, replacing forbidden characters and bad UTF-8 by U+FFFD.
 std::string XmlEscape(std::string_view text);

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <atomic>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <thread>
@@ -24,6 +25,10 @@ namespace testshard::report {
 namespace {
 
 constexpr uint32_t kNone = std::numeric_limits<uint32_t>::max();
+// The report is formatted in blocks of this many cases (or spooled bytes), the unit handed to a thread.
+// Small, so the few blocks in flight reuse a few buffers instead of faulting in fresh memory.
+constexpr size_t kBlockCases = 1024;
+constexpr size_t kBlockBytes = 128 << 10;
 
 // ---- Key hashing: two independent 64-bit hashes, so 10^6 distinct tests collide with odds near 2^-88; the
 // strings themselves are never kept in memory.
@@ -51,14 +56,23 @@ uint64_t Hash64(std::string_view s, uint64_t seed) {
 }
 
 // ---- Spool serialisation of a TestCase: length-prefixed strings, fixed-size numbers.
-void PutU32(std::string* out, uint32_t v) { out->append(reinterpret_cast<const char*>(&v), 4); }
-void PutStr(std::string* out, std::string_view s) {
-  PutU32(out, static_cast<uint32_t>(s.size()));
-  out->append(s);
+// Records are built in chunk buffers (huge-page vectors) and key scratch strings alike.
+template <typename Buffer>
+void PutBytes(Buffer* out, const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  out->insert(out->end(), p, p + n);
 }
-void PutAttempt(std::string* out, const TestAttempt& a) {
+template <typename Buffer>
+void PutU32(Buffer* out, uint32_t v) { PutBytes(out, &v, 4); }
+template <typename Buffer>
+void PutStr(Buffer* out, std::string_view s) {
+  PutU32(out, static_cast<uint32_t>(s.size()));
+  PutBytes(out, s.data(), s.size());
+}
+template <typename Buffer>
+void PutAttempt(Buffer* out, const TestAttempt& a) {
   out->push_back(static_cast<char>(a.outcome));
-  out->append(reinterpret_cast<const char*>(&a.time_s), sizeof(double));
+  PutBytes(out, &a.time_s, sizeof(double));
   PutStr(out, a.message);
   PutStr(out, a.type);
   PutStr(out, a.details);
@@ -115,8 +129,8 @@ class Cursor {
 // Sorts by key, keeping arrival order among equal keys: a stable LSD radix sort on the top 32 bits of the key,
 // then the few runs that share those (about n^2/2^33 keys) are ordered by the whole key and arrival.
 template <typename KeyRef>
-void SortKeys(std::vector<KeyRef>* keys) {
-  std::vector<KeyRef> tmp(keys->size());
+void SortKeys(HugeVector<KeyRef>* keys) {
+  HugeVector<KeyRef> tmp(keys->size());
   for (int shift = 32; shift < 64; shift += 8) {
     size_t count[257] = {};
     for (const KeyRef& k : *keys) ++count[((k.key.a >> shift) & 0xFF) + 1];
@@ -166,6 +180,13 @@ void MergeSameAttempt(TestCase& a, TestCase&& b) {
 
 }  // namespace
 
+// One reader's window onto the spool file.
+struct JunitMerger::SpoolWindow {
+  HugeVector<char> bytes;
+  size_t len = 0;
+  uint64_t start = 0;
+};
+
 // An unlinked temporary file that test cases are appended to while reading and read back while writing.
 class JunitMerger::Spool {
  public:
@@ -185,48 +206,57 @@ class JunitMerger::Spool {
   }
   ~Spool() { close(fd_); }
 
+  // Returns the offset of `data` in the spool. Small appends are gathered; a large one (a reader's chunk) is
+  // written straight from the caller's buffer.
   uint64_t Append(std::string_view data) {
     uint64_t offset = flushed_ + buf_.size();
-    buf_.append(data);
-    if (buf_.size() >= (1u << 20)) Flush();
+    if (data.size() >= kBufferBytes / 4) {
+      Flush();
+      WriteAll(data);
+      return offset;
+    }
+    PutBytes(&buf_, data.data(), data.size());
+    if (buf_.size() >= kBufferBytes) Flush();
     return offset;
   }
 
   // Reads are served from a window of the file: the writer asks for records in nearly the order they were
-  // spooled, so one read syscall serves thousands of records.
-  absl::Status Read(uint64_t offset, uint32_t size, std::string* out) {
-    out->resize(size);
-    if (offset >= flushed_) {
-      std::memcpy(out->data(), buf_.data() + (offset - flushed_), size);
-      return absl::OkStatus();
-    }
-    if (offset < window_start_ || offset + size > window_start_ + window_.size()) {
-      Flush();
-      window_.resize(std::max<size_t>(size, kWindowBytes));
+  // spooled, so one read syscall serves thousands of records. Call Flush first; then any number of threads can
+  // read at once, each with its own window (pread moves no file offset). The view lasts until the window's
+  // next use.
+  absl::StatusOr<std::string_view> View(uint64_t offset, uint32_t size, SpoolWindow* w) const {
+    if (offset + size > flushed_) return absl::DataLossError("spool read past its end");
+    if (offset < w->start || offset + size > w->start + w->len) {
+      const size_t window = std::max<size_t>(size, kWindowBytes);
+      if (w->bytes.size() < window) w->bytes.resize(window);
+      size_t want = std::min<uint64_t>(w->bytes.size(), flushed_ - offset);
       size_t done = 0;
-      while (done < window_.size()) {
-        ssize_t n = pread(fd_, window_.data() + done, window_.size() - done, static_cast<off_t>(offset + done));
+      while (done < want) {
+        ssize_t n = pread(fd_, w->bytes.data() + done, want - done, static_cast<off_t>(offset + done));
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return absl::DataLossError(absl::StrFormat("spool read failed: %s", std::strerror(errno)));
         if (n == 0) break;
         done += static_cast<size_t>(n);
       }
-      window_.resize(done);
-      window_start_ = offset;
+      w->start = offset;
+      w->len = done;
       if (done < size) return absl::DataLossError("spool read past its end");
     }
-    std::memcpy(out->data(), window_.data() + (offset - window_start_), size);
-    return absl::OkStatus();
+    return std::string_view(w->bytes.data() + (offset - w->start), size);
   }
 
+  void Flush() {
+    WriteAll(std::string_view(buf_.data(), buf_.size()));
+    buf_.clear();
+  }
   const absl::Status& status() const { return status_; }
 
  private:
-  explicit Spool(int fd) : fd_(fd) {}
-  void Flush() {
+  explicit Spool(int fd) : fd_(fd) { buf_.reserve(2 * kBufferBytes); }
+  void WriteAll(std::string_view data) {
     size_t done = 0;
-    while (done < buf_.size()) {
-      ssize_t n = write(fd_, buf_.data() + done, buf_.size() - done);
+    while (done < data.size()) {
+      ssize_t n = write(fd_, data.data() + done, data.size() - done);
       if (n <= 0) {
         if (n < 0 && errno == EINTR) continue;
         if (status_.ok()) {
@@ -236,16 +266,14 @@ class JunitMerger::Spool {
       }
       done += static_cast<size_t>(n);
     }
-    flushed_ += buf_.size();
-    buf_.clear();
+    flushed_ += data.size();
   }
 
+  static constexpr size_t kBufferBytes = 1 << 20;
   static constexpr size_t kWindowBytes = 1 << 20;
   int fd_;
   uint64_t flushed_ = 0;
-  std::string buf_;
-  std::string window_;
-  uint64_t window_start_ = 0;
+  HugeVector<char> buf_;
   absl::Status status_;
 };
 
@@ -266,16 +294,44 @@ struct JunitMerger::Test {
   uint32_t head = kNone;
 };
 
-// A test case (or suite-level output) made ready for the index off the merging thread: its key hashed and its
-// record serialised. Producing one touches no merger state, so readers on other threads can do it.
-struct JunitMerger::Prepared {
-  bool suite_output = false;
-  Key key{0, 0};
-  std::string blob;
-  std::string output_suite;
-  Outcome outcome = Outcome::kError;
-  uint32_t n_reruns = 0;
-  double result_time = 0, reruns_time = 0;
+// Test cases (and suite-level output) made ready for the index off the merging thread: keys hashed, records
+// serialised back to back in one buffer that goes to the spool in one write. Producing one touches no merger
+// state, so readers on other threads can; handing over a chunk of thousands of cases costs one lock, not one per
+// case, and allocates nothing per case.
+struct JunitMerger::Chunk {
+  struct Item {
+    Key key{0, 0};
+    uint32_t offset = 0, size = 0;  // of the record in `data`
+    uint32_t output_suite = 0;      // index into suites
+    uint32_t n_reruns = 0;
+    bool suite_output = false;
+    Outcome outcome = Outcome::kError;
+    double result_time = 0, reruns_time = 0;
+  };
+  static constexpr size_t kFullBytes = 1 << 20;
+  static constexpr size_t kFullItems = 8192;
+
+  Chunk() {
+    data.reserve(kFullBytes + (64 << 10));
+    items.reserve(kFullItems);
+  }
+  bool full() const { return data.size() >= kFullBytes || items.size() >= kFullItems; }
+  bool empty() const { return items.empty(); }
+  size_t bytes() const { return data.size() + items.size() * sizeof(Item); }
+  uint32_t Suite(std::string_view name) {
+    if (suites.empty() || suites.back() != name) suites.emplace_back(name);
+    return static_cast<uint32_t>(suites.size() - 1);
+  }
+  void Clear() {
+    data.clear();
+    items.clear();
+    suites.clear();
+  }
+
+  HugeVector<char> data;
+  std::vector<Item> items;
+  std::vector<std::string> suites;  // consecutive items mostly share one, stored once per run of them
+  std::string key_scratch;
 };
 
 namespace {
@@ -289,7 +345,7 @@ std::string_view StageFor(std::string_view given, std::string_view suite, std::s
 }  // namespace
 
 void JunitMerger::PrepareCase(std::string_view stage, std::string_view output_suite, const TestCase& c,
-                              Prepared* p) {
+                              Chunk* chunk) {
   std::string derived_classname, derived_name;
   const std::string* classname = &c.classname;
   const std::string* name = &c.name;
@@ -298,14 +354,15 @@ void JunitMerger::PrepareCase(std::string_view stage, std::string_view output_su
     classname = &derived_classname;
     name = &derived_name;
   }
-  // The key text goes first into the blob's buffer, is hashed, and is then overwritten by the record.
-  std::string& blob = p->blob;
-  blob.clear();
-  PutStr(&blob, stage);
-  PutStr(&blob, *classname);
-  PutStr(&blob, *name);
-  p->key = Key{Hash64(blob, 0x243F6A8885A308D3ULL), Hash64(blob, 0x13198A2E03707344ULL)};
-  blob.clear();
+  Chunk::Item& item = chunk->items.emplace_back();
+  std::string& key = chunk->key_scratch;
+  key.clear();
+  PutStr(&key, stage);
+  PutStr(&key, *classname);
+  PutStr(&key, *name);
+  item.key = Key{Hash64(key, 0x243F6A8885A308D3ULL), Hash64(key, 0x13198A2E03707344ULL)};
+  HugeVector<char>& blob = chunk->data;
+  item.offset = static_cast<uint32_t>(blob.size());
   PutStr(&blob, c.id);
   PutStr(&blob, *classname);
   PutStr(&blob, *name);
@@ -318,42 +375,50 @@ void JunitMerger::PrepareCase(std::string_view stage, std::string_view output_su
   PutAttempt(&blob, c.result);
   PutU32(&blob, static_cast<uint32_t>(c.reruns.size()));
   for (const TestAttempt& r : c.reruns) PutAttempt(&blob, r);
-  p->suite_output = false;
-  p->output_suite.assign(output_suite);
-  p->outcome = c.result.outcome;
-  p->result_time = c.result.time_s;
-  p->n_reruns = static_cast<uint32_t>(c.reruns.size());
-  p->reruns_time = 0;
-  for (const TestAttempt& r : c.reruns) p->reruns_time += r.time_s;
+  item.size = static_cast<uint32_t>(blob.size() - item.offset);
+  item.output_suite = chunk->Suite(output_suite);
+  item.outcome = c.result.outcome;
+  item.result_time = c.result.time_s;
+  item.n_reruns = static_cast<uint32_t>(c.reruns.size());
+  for (const TestAttempt& r : c.reruns) item.reruns_time += r.time_s;
 }
 
 void JunitMerger::PrepareSuiteOutput(std::string_view output_suite, std::string_view input_name,
-                                     std::string_view out, std::string_view err, Prepared* p) {
-  p->suite_output = true;
-  p->blob.clear();
-  PutStr(&p->blob, input_name);
-  PutStr(&p->blob, out);
-  PutStr(&p->blob, err);
-  p->output_suite.assign(output_suite);
+                                     std::string_view out, std::string_view err, Chunk* chunk) {
+  Chunk::Item& item = chunk->items.emplace_back();
+  item.suite_output = true;
+  item.offset = static_cast<uint32_t>(chunk->data.size());
+  PutStr(&chunk->data, input_name);
+  PutStr(&chunk->data, out);
+  PutStr(&chunk->data, err);
+  item.size = static_cast<uint32_t>(chunk->data.size() - item.offset);
+  item.output_suite = chunk->Suite(output_suite);
 }
 
-// Reads one JUnit document into Prepared items, handed to `emit` in document order.
+// Reads one JUnit document into chunks, handed to `emit` in document order when full and once more by Finish.
+// `emit` returns the chunk to fill next: the same one emptied (when it merged it on this thread) or another
+// (when it passed the full one to the merging thread).
 class JunitMerger::Reader : public JunitCaseSink {
  public:
-  Reader(SuitePer suite_per, std::string_view stage, std::string_view input_name,
-         std::function<void(Prepared&&)> emit)
-      : suite_per_(suite_per), stage_(stage), input_name_(input_name), emit_(std::move(emit)) {}
+  using Emit = std::function<std::unique_ptr<Chunk>(std::unique_ptr<Chunk>)>;
+  Reader(SuitePer suite_per, std::string_view stage, std::string_view input_name, std::unique_ptr<Chunk> chunk,
+         Emit emit)
+      : suite_per_(suite_per), stage_(stage), input_name_(input_name), chunk_(std::move(chunk)),
+        emit_(std::move(emit)) {}
 
   void OnCase(std::string_view suite, TestCase&& c) override {
     std::string_view stage = StageFor(stage_, suite, input_name_);
-    // scratch_ keeps its buffers unless `emit_` takes them (the threaded reader does).
-    PrepareCase(stage, OutputSuite(stage), c, &scratch_);
-    emit_(std::move(scratch_));
+    PrepareCase(stage, OutputSuite(stage), c, chunk_.get());
+    if (chunk_->full()) chunk_ = emit_(std::move(chunk_));
   }
   void OnSuiteOutput(std::string_view suite, std::string&& out, std::string&& err) override {
-    Prepared p;
-    PrepareSuiteOutput(OutputSuite(StageFor(stage_, suite, input_name_)), input_name_, out, err, &p);
-    emit_(std::move(p));
+    PrepareSuiteOutput(OutputSuite(StageFor(stage_, suite, input_name_)), input_name_, out, err, chunk_.get());
+    if (chunk_->full()) chunk_ = emit_(std::move(chunk_));
+  }
+  // Emits what is left; returns the chunk last returned by `emit` (or the one given, if it never ran).
+  std::unique_ptr<Chunk> Finish() {
+    if (!chunk_->empty()) chunk_ = emit_(std::move(chunk_));
+    return std::move(chunk_);
   }
   std::string_view OutputSuite(std::string_view stage) const {
     return suite_per_ == SuitePer::kInput ? std::string_view(input_name_) : stage;
@@ -363,8 +428,8 @@ class JunitMerger::Reader : public JunitCaseSink {
   SuitePer suite_per_;
   std::string stage_;
   std::string input_name_;
-  std::function<void(Prepared&&)> emit_;
-  Prepared scratch_;
+  std::unique_ptr<Chunk> chunk_;
+  Emit emit_;
 };
 
 absl::StatusOr<std::unique_ptr<JunitMerger>> JunitMerger::Create(JunitMergeOptions options) {
@@ -373,7 +438,7 @@ absl::StatusOr<std::unique_ptr<JunitMerger>> JunitMerger::Create(JunitMergeOptio
 }
 
 JunitMerger::JunitMerger(JunitMergeOptions options, std::unique_ptr<Spool> spool)
-    : options_(std::move(options)), spool_(std::move(spool)) {}
+    : options_(std::move(options)), spool_(std::move(spool)), scratch_(std::make_unique<Chunk>()) {}
 
 JunitMerger::~JunitMerger() = default;
 
@@ -389,30 +454,38 @@ uint32_t JunitMerger::SuiteId(std::string_view name) {
   return it->second;
 }
 
-absl::Status JunitMerger::Commit(Prepared&& p, uint32_t input, bool expected) {
-  if (written_) return absl::FailedPreconditionError("JunitMerger: inputs added after Write");
-  Record rec;
-  rec.offset = spool_->Append(p.blob);
-  rec.size = static_cast<uint32_t>(p.blob.size());
-  uint32_t rec_id = static_cast<uint32_t>(records_.size());
-  if (p.suite_output) {
-    suite_outputs_[SuiteId(p.output_suite)].push_back(rec_id);
-    records_.push_back(rec);
-    return absl::OkStatus();
+absl::Status JunitMerger::Commit(Chunk& chunk, uint32_t input, bool expected) {
+  if (written_) {
+    chunk.Clear();
+    return absl::FailedPreconditionError("JunitMerger: inputs added after Write");
   }
-  rec.input = input;
-  rec.expected = expected;
-  rec.suite = SuiteId(p.output_suite);
-  rec.outcome = p.outcome;
-  rec.result_time = p.result_time;
-  rec.n_reruns = p.n_reruns;
-  rec.reruns_time = p.reruns_time;
-  records_.push_back(rec);
-
-  // No lookup here: keys are only appended, and sorted once at Write. A hash probe per case was the slowest
-  // thing in the merge (a cache miss each); one sort of 24-byte keys is much cheaper.
-  keys_.push_back({p.key, rec_id, expected ? kNone : input});
-  if (!expected) ++summary_.cases_read;
+  uint64_t base = spool_->Append(std::string_view(chunk.data.data(), chunk.data.size()));
+  std::vector<uint32_t> suite_ids(chunk.suites.size());
+  for (size_t i = 0; i < chunk.suites.size(); ++i) suite_ids[i] = SuiteId(chunk.suites[i]);
+  for (const Chunk::Item& item : chunk.items) {
+    Record rec;
+    rec.offset = base + item.offset;
+    rec.size = item.size;
+    uint32_t rec_id = static_cast<uint32_t>(records_.size());
+    if (item.suite_output) {
+      suite_outputs_[suite_ids[item.output_suite]].push_back(rec_id);
+      records_.push_back(rec);
+      continue;
+    }
+    rec.input = input;
+    rec.expected = expected;
+    rec.suite = suite_ids[item.output_suite];
+    rec.outcome = item.outcome;
+    rec.result_time = item.result_time;
+    rec.n_reruns = item.n_reruns;
+    rec.reruns_time = item.reruns_time;
+    records_.push_back(rec);
+    // No lookup here: keys are only appended, and sorted once at Write. A hash probe per case was the slowest
+    // thing in the merge (a cache miss each); one sort of 24-byte keys is much cheaper.
+    keys_.push_back({item.key, rec_id, expected ? kNone : input});
+    if (!expected) ++summary_.cases_read;
+  }
+  chunk.Clear();
   return absl::OkStatus();
 }
 
@@ -434,9 +507,8 @@ absl::Status JunitMerger::FinishInput(uint32_t input, std::string_view input_nam
       stats.complete_cases, input_name,
       stats.declared_tests >= 0 ? absl::StrFormat(" (its suites declared %d tests)", stats.declared_tests) : "");
   std::string_view err_stage = StageFor(stage, stats.last_suite, input_name);
-  Prepared p;
-  PrepareCase(err_stage, options_.suite_per == SuitePer::kInput ? input_name : err_stage, err, &p);
-  TS_RETURN_IF_ERROR(Commit(std::move(p), input, false));
+  PrepareCase(err_stage, options_.suite_per == SuitePer::kInput ? input_name : err_stage, err, scratch_.get());
+  TS_RETURN_IF_ERROR(Commit(*scratch_, input, false));
   return status;
 }
 
@@ -444,12 +516,14 @@ absl::Status JunitMerger::AddStream(std::istream& in, std::string_view input_nam
   uint32_t input = next_input_++;
   ++summary_.inputs;
   absl::Status commit_status;
-  Reader reader(options_.suite_per, stage, input_name, [&](Prepared&& p) {
-    absl::Status s = Commit(std::move(p), input, false);
+  Reader reader(options_.suite_per, stage, input_name, std::move(scratch_), [&](std::unique_ptr<Chunk> chunk) {
+    absl::Status s = Commit(*chunk, input, false);
     if (!s.ok() && commit_status.ok()) commit_status = s;
+    return chunk;
   });
   JunitReadStats stats;
   absl::Status status = ReadJunit(in, input_name, reader, options_.read, &stats);
+  scratch_ = reader.Finish();
   TS_RETURN_IF_ERROR(commit_status);
   return FinishInput(input, input_name, stage, status, stats);
 }
@@ -479,9 +553,9 @@ absl::Status JunitMerger::AddFile(const std::string& path, std::string_view stag
 // One reader thread's output for one input, consumed in input order by the merging thread. Bounded, so a
 // reader running ahead on a huge file waits instead of buffering it.
 struct JunitMerger::Channel {
-  static constexpr size_t kMaxPendingBytes = 8u << 20;
+  static constexpr size_t kMaxPendingBytes = 1u << 20;
   absl::Mutex mu;
-  std::deque<std::vector<Prepared>> batches ABSL_GUARDED_BY(mu);
+  std::deque<std::unique_ptr<Chunk>> batches ABSL_GUARDED_BY(mu);
   size_t pending_bytes ABSL_GUARDED_BY(mu) = 0;
   bool done ABSL_GUARDED_BY(mu) = false;
   absl::Status status ABSL_GUARDED_BY(mu);
@@ -490,6 +564,18 @@ struct JunitMerger::Channel {
 
 std::vector<absl::Status> JunitMerger::AddFiles(const std::vector<JunitFileInput>& inputs, int threads) {
   std::vector<absl::Status> results(inputs.size());
+  // Growing keys_ and records_ by doubling copied them and faulted in fresh pages at each step (a twentieth of
+  // a large merge).
+  // Pytest writes about 100 bytes per test case; reserving by that is address space, touched only as it fills.
+  uint64_t bytes = 0;
+  for (const JunitFileInput& in : inputs) {
+    std::error_code ec;
+    uintmax_t n = std::filesystem::file_size(in.path, ec);
+    if (!ec) bytes += n;
+  }
+  size_t expected_cases = std::min<uint64_t>(bytes / 100, uint64_t{1} << 22);
+  keys_.reserve(keys_.size() + expected_cases);
+  records_.reserve(records_.size() + expected_cases);
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   threads = std::min<int>(threads, static_cast<int>(inputs.size()));
   if (threads <= 1) {
@@ -498,6 +584,16 @@ std::vector<absl::Status> JunitMerger::AddFiles(const std::vector<JunitFileInput
   }
   std::vector<std::unique_ptr<Channel>> channels;
   for (size_t i = 0; i < inputs.size(); ++i) channels.push_back(std::make_unique<Channel>());
+  // Merged chunks go back to the readers: fresh ones would be faulted in page by page every time.
+  absl::Mutex free_mu;
+  std::vector<std::unique_ptr<Chunk>> free_chunks;
+  auto take_chunk = [&] {
+    absl::MutexLock l(&free_mu);
+    if (free_chunks.empty()) return std::make_unique<Chunk>();
+    std::unique_ptr<Chunk> c = std::move(free_chunks.back());
+    free_chunks.pop_back();
+    return c;
+  };
   std::atomic<size_t> next{0};
   SuitePer suite_per = options_.suite_per;
   JunitReadOptions read_options = options_.read;
@@ -506,26 +602,18 @@ std::vector<absl::Status> JunitMerger::AddFiles(const std::vector<JunitFileInput
     // them in order, always finds its current input being read: the bounded channels cannot deadlock.
     for (size_t i = next++; i < inputs.size(); i = next++) {
       Channel& ch = *channels[i];
-      std::vector<Prepared> batch;
-      size_t batch_bytes = 0;
-      auto flush = [&] {
-        if (batch.empty()) return;
-        absl::MutexLock l(&ch.mu);
-        ch.mu.Await(absl::Condition(
-            +[](Channel* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu) {
-              return c->pending_bytes < Channel::kMaxPendingBytes;
-            },
-            &ch));
-        ch.pending_bytes += batch_bytes;
-        ch.batches.push_back(std::move(batch));
-        batch.clear();
-        batch_bytes = 0;
-      };
-      Reader reader(suite_per, inputs[i].stage, inputs[i].path, [&](Prepared&& p) {
-        batch_bytes += p.blob.size() + 64;
-        batch.push_back(std::move(p));
-        if (batch.size() >= 512 || batch_bytes >= (1u << 20)) flush();
-      });
+      Reader reader(suite_per, inputs[i].stage, inputs[i].path, take_chunk(),
+                    [&](std::unique_ptr<Chunk> full) {
+                      absl::MutexLock l(&ch.mu);
+                      ch.mu.Await(absl::Condition(
+                          +[](Channel* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu) {
+                            return c->pending_bytes < Channel::kMaxPendingBytes;
+                          },
+                          &ch));
+                      ch.pending_bytes += full->bytes();
+                      ch.batches.push_back(std::move(full));
+                      return take_chunk();
+                    });
       JunitReadStats stats;
       absl::Status status;
       std::ifstream in(inputs[i].path, std::ios::binary);
@@ -534,7 +622,11 @@ std::vector<absl::Status> JunitMerger::AddFiles(const std::vector<JunitFileInput
       } else {
         status = ReadJunit(in, inputs[i].path, reader, read_options, &stats);
       }
-      flush();
+      std::unique_ptr<Chunk> last = reader.Finish();  // emptied
+      {
+        absl::MutexLock l(&free_mu);
+        free_chunks.push_back(std::move(last));
+      }
       absl::MutexLock l(&ch.mu);
       ch.status = status;
       ch.stats = stats;
@@ -550,23 +642,21 @@ std::vector<absl::Status> JunitMerger::AddFiles(const std::vector<JunitFileInput
     ++summary_.inputs;
     absl::Status commit_status;
     while (true) {
-      std::vector<Prepared> batch;
-      size_t bytes = 0;
+      std::unique_ptr<Chunk> chunk;
       {
         absl::MutexLock l(&ch.mu);
         ch.mu.Await(absl::Condition(
             +[](Channel* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu) { return c->done || !c->batches.empty(); },
             &ch));
         if (ch.batches.empty()) break;  // done and drained
-        batch = std::move(ch.batches.front());
+        chunk = std::move(ch.batches.front());
         ch.batches.pop_front();
-        for (const Prepared& p : batch) bytes += p.blob.size() + 64;
-        ch.pending_bytes -= bytes;
+        ch.pending_bytes -= chunk->bytes();
       }
-      for (Prepared& p : batch) {
-        absl::Status s = Commit(std::move(p), input, false);
-        if (!s.ok() && commit_status.ok()) commit_status = s;
-      }
+      absl::Status s = Commit(*chunk, input, false);
+      if (!s.ok() && commit_status.ok()) commit_status = s;
+      absl::MutexLock l(&free_mu);
+      free_chunks.push_back(std::move(chunk));
     }
     absl::Status status;
     JunitReadStats stats;
@@ -586,34 +676,32 @@ std::vector<absl::Status> JunitMerger::AddFiles(const std::vector<JunitFileInput
 absl::Status JunitMerger::AddCase(std::string_view stage, const TestCase& c, std::string_view input_name) {
   uint32_t input = next_input_++;
   std::string_view suite = options_.suite_per == SuitePer::kInput && !input_name.empty() ? input_name : stage;
-  Prepared p;
-  PrepareCase(stage, suite, c, &p);
-  return Commit(std::move(p), input, false);
+  PrepareCase(stage, suite, c, scratch_.get());
+  return Commit(*scratch_, input, false);
 }
 
 absl::Status JunitMerger::AddExpected(std::string_view stage, const TestCase& placeholder) {
-  Prepared p;
-  PrepareCase(stage, stage, placeholder, &p);
-  return Commit(std::move(p), kNone, true);
+  PrepareCase(stage, stage, placeholder, scratch_.get());
+  return Commit(*scratch_, kNone, true);
 }
 
-TestCase JunitMerger::Load(uint32_t record) const {
+TestCase JunitMerger::Load(uint32_t record, SpoolWindow* w) const {
   TestCase c;
-  LoadInto(record, &c);
+  LoadInto(record, &c, w);
   return c;
 }
 
-void JunitMerger::LoadInto(uint32_t record, TestCase* c) const {
+void JunitMerger::LoadInto(uint32_t record, TestCase* c, SpoolWindow* w) const {
   const Record& r = records_[record];
-  absl::Status s = spool_->Read(r.offset, r.size, &load_buffer_);
+  absl::StatusOr<std::string_view> blob = spool_->View(r.offset, r.size, w);
   c->reruns.clear();
-  if (!s.ok()) {
+  if (!blob.ok()) {
     *c = TestCase();
     c->result.outcome = Outcome::kError;
-    c->result.message = std::string(ToStd(s.message()));
+    c->result.message = std::string(ToStd(blob.status().message()));
     return;
   }
-  Cursor cur(load_buffer_);
+  Cursor cur(*blob);
   cur.StrInto(&c->id);
   cur.StrInto(&c->classname);
   cur.StrInto(&c->name);
@@ -628,7 +716,7 @@ void JunitMerger::LoadInto(uint32_t record, TestCase* c) const {
   for (uint32_t i = 0; i < n; ++i) cur.AttemptInto(&c->reruns.emplace_back());
 }
 
-TestCase JunitMerger::Combine(const Test& t) const {
+TestCase JunitMerger::Combine(const Test& t, SpoolWindow* w) const {
   std::vector<TestCase> attempts;
   uint32_t prev_input = kNone, expected = kNone;
   for (uint32_t r = t.head; r != kNone; r = next_[r]) {
@@ -636,7 +724,7 @@ TestCase JunitMerger::Combine(const Test& t) const {
       expected = r;
       continue;
     }
-    TestCase c = Load(r);
+    TestCase c = Load(r, w);
     if (!attempts.empty() && records_[r].input == prev_input) {
       MergeSameAttempt(attempts.back(), std::move(c));
     } else {
@@ -644,7 +732,7 @@ TestCase JunitMerger::Combine(const Test& t) const {
     }
     prev_input = records_[r].input;
   }
-  if (attempts.empty()) return Load(expected);
+  if (attempts.empty()) return Load(expected, w);
   TestCase out = std::move(attempts.back());
   std::vector<TestAttempt> reruns;
   bool passed_earlier = false;
@@ -663,6 +751,84 @@ TestCase JunitMerger::Combine(const Test& t) const {
   }
   return out;
 }
+
+// Formats the report's blocks on worker threads, at most two blocks per thread ahead of the writer (memory
+// stays bounded), and hands them over in order. With one thread it formats each block when asked, on the
+// caller's thread.
+class JunitMerger::BlockFormatter {
+ public:
+  using Format = std::function<void(size_t block, SpoolWindow* window, std::string* out)>;
+  BlockFormatter(size_t blocks, int threads, Format format) : format_(std::move(format)), slots_(blocks) {
+    if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    threads = static_cast<int>(std::min<size_t>(threads, blocks));
+    if (threads <= 1) return;
+    ahead_ = 2 * static_cast<size_t>(threads);
+    for (int t = 0; t < threads; ++t) workers_.emplace_back([this] { Work(); });
+  }
+  ~BlockFormatter() {
+    {
+      absl::MutexLock l(&mu_);
+      stop_ = true;
+    }
+    for (std::thread& t : workers_) t.join();
+  }
+
+  // Block i's text; blocks are taken in order. Valid until the next call.
+  std::string_view Take(size_t i, SpoolWindow* window) {
+    if (workers_.empty()) {
+      format_(i, window, &current_);
+      return current_;
+    }
+    absl::MutexLock l(&mu_);
+    auto ready = [this, i]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return slots_[i].ready; };
+    mu_.Await(absl::Condition(&ready));
+    if (current_.capacity() > 0) spare_.push_back(std::move(current_));
+    current_ = std::move(slots_[i].text);
+    taken_ = i + 1;
+    return current_;
+  }
+
+ private:
+  struct Slot {
+    bool ready = false;
+    std::string text;
+  };
+  void Work() {
+    SpoolWindow window;
+    while (true) {
+      size_t i;
+      std::string text;
+      {
+        absl::MutexLock l(&mu_);
+        auto can_go = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stop_ || next_ >= slots_.size() || next_ < taken_ + ahead_;
+        };
+        mu_.Await(absl::Condition(&can_go));
+        if (stop_ || next_ >= slots_.size()) return;
+        i = next_++;
+        if (!spare_.empty()) {
+          text = std::move(spare_.back());
+          spare_.pop_back();
+        }
+      }
+      format_(i, &window, &text);
+      absl::MutexLock l(&mu_);
+      slots_[i].text = std::move(text);
+      slots_[i].ready = true;
+    }
+  }
+
+  Format format_;
+  std::string current_;
+  std::vector<std::thread> workers_;
+  size_t ahead_ = 0;
+  absl::Mutex mu_;
+  std::vector<Slot> slots_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> spare_ ABSL_GUARDED_BY(mu_);  // written blocks' buffers, for reuse
+  size_t next_ ABSL_GUARDED_BY(mu_) = 0;   // the next block a worker formats
+  size_t taken_ ABSL_GUARDED_BY(mu_) = 0;  // blocks the writer has taken
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+};
 
 absl::Status JunitMerger::Write(std::ostream& out) {
   if (written_) return absl::FailedPreconditionError("JunitMerger::Write called twice");
@@ -692,8 +858,8 @@ absl::Status JunitMerger::Write(std::ostream& out) {
     if (inputs > 1) ++summary_.retried_tests;
     i = j;
   }
-  std::vector<KeyRef>().swap(keys_);
-  std::vector<Test> tests;
+  HugeVector<KeyRef>().swap(keys_);
+  HugeVector<Test> tests;
   for (uint32_t r = 0; r < records_.size(); ++r) {
     if (head[r]) tests.push_back({r});
   }
@@ -701,7 +867,7 @@ absl::Status JunitMerger::Write(std::ostream& out) {
   // Pass 1, in memory: each test's final outcome, total time and output suite, exactly as Combine will build
   // the case, so the counts written up front agree with the cases written after.
   size_t n_suites = suite_names_.size();
-  std::vector<std::vector<uint32_t>> members(n_suites);
+  std::vector<HugeVector<uint32_t>> members(n_suites);
   std::vector<JunitCounts> counts(n_suites);
   JunitCounts total;
   struct Group {
@@ -750,26 +916,57 @@ absl::Status JunitMerger::Write(std::ostream& out) {
   }
   for (const JunitCounts& c : counts) total.Add(c);
 
-  // Pass 2: stream the cases back from the spool, suite by suite.
+  // Pass 2: the cases come back from the spool in blocks, formatted (on several threads when asked) and
+  // written in order, suite by suite.
+  spool_->Flush();
+  TS_RETURN_IF_ERROR(spool_->status());
+  struct Block {
+    uint32_t suite;
+    size_t begin, end;  // a range of members[suite]
+  };
+  std::vector<Block> blocks;
+  for (uint32_t s = 0; s < n_suites; ++s) {
+    size_t bytes = 0, begin = 0;
+    for (size_t i = 0; i < members[s].size(); ++i) {
+      bytes += records_[tests[members[s][i]].head].size;
+      if (i + 1 - begin >= kBlockCases || bytes >= kBlockBytes) {
+        blocks.push_back({s, begin, i + 1});
+        begin = i + 1;
+        bytes = 0;
+      }
+    }
+    if (begin < members[s].size()) blocks.push_back({s, begin, members[s].size()});
+  }
+  auto format = [&](const Block& b, SpoolWindow* window, std::string* formatted) {
+    formatted->clear();
+    TestCase single;  // reused: most tests have one record, which needs no combining
+    for (size_t i = b.begin; i < b.end; ++i) {
+      const Test& t = tests[members[b.suite][i]];
+      if (next_[t.head] == kNone && !records_[t.head].expected) {
+        LoadInto(t.head, &single, window);
+        AppendJunitCase(single, options_.write, formatted);
+      } else {
+        AppendJunitCase(Combine(t, window), options_.write, formatted);
+      }
+    }
+  };
+  BlockFormatter formatter(blocks.size(), options_.threads, [&](size_t i, SpoolWindow* window, std::string* out) {
+    format(blocks[i], window, out);
+  });
+
+  SpoolWindow window;
   JunitStreamWriter w(out, options_.write);
   w.Begin(total);
-  for (size_t s = 0; s < n_suites; ++s) {
+  size_t next_block = 0;
+  for (uint32_t s = 0; s < n_suites; ++s) {
     if (members[s].empty() && suite_outputs_[s].empty()) continue;
     w.BeginSuite(suite_names_[s], counts[s]);
-    TestCase single;  // reused: most tests have one record, which needs no combining
-    for (uint32_t ti : members[s]) {
-      uint32_t head = tests[ti].head;
-      if (next_[head] == kNone && !records_[head].expected) {
-        LoadInto(head, &single);
-        w.WriteCase(single);
-      } else {
-        w.WriteCase(Combine(tests[ti]));
-      }
+    for (; next_block < blocks.size() && blocks[next_block].suite == s; ++next_block) {
+      w.WriteFormatted(formatter.Take(next_block, &window));
     }
     CappedText sys_out(options_.write.max_text_bytes), sys_err(options_.write.max_text_bytes);
     for (uint32_t ri : suite_outputs_[s]) {
-      std::string blob;
-      TS_RETURN_IF_ERROR(spool_->Read(records_[ri].offset, records_[ri].size, &blob));
+      TS_ASSIGN_OR_RETURN(std::string_view blob, spool_->View(records_[ri].offset, records_[ri].size, &window));
       Cursor cur(blob);
       std::string input = cur.Str(), o = cur.Str(), e = cur.Str();
       if (!o.empty()) sys_out.Append(absl::StrFormat("[testshard: from %s]\n%s\n", input, o));

@@ -3,7 +3,6 @@
 #define TESTSHARD_COMMON_REPORT_JUNIT_MERGER_H_
 
 #include <cstdint>
-#include <deque>
 #include <istream>
 #include <limits>
 #include <memory>
@@ -16,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/junit_writer.h"
+#include "common/report/huge_pages.h"
 #include "common/report/junit_reader.h"
 #include "common/test_result.h"
 
@@ -30,6 +30,7 @@ struct JunitMergeOptions {
   JunitWriteOptions write;  // report name; output cap per text field
   JunitReadOptions read;    // input limits; read.max_text_bytes should not exceed write.max_text_bytes
   std::string spool_dir;    // where the spool file lives; "" = $TMPDIR, else /tmp
+  int threads = 1;          // threads formatting the report in Write (0: one per core)
 };
 
 struct JunitFileInput {
@@ -101,8 +102,10 @@ class JunitMerger {
 
  private:
   class Spool;
+  struct SpoolWindow;
+  class BlockFormatter;
   class Reader;
-  struct Prepared;
+  struct Chunk;
   struct Channel;
   struct Key {
     uint64_t a, b;
@@ -119,21 +122,23 @@ class JunitMerger {
   explicit JunitMerger(JunitMergeOptions options, std::unique_ptr<Spool> spool);
   uint32_t SuiteId(std::string_view name);
   // Thread-safe: touch no merger state.
-  static void PrepareCase(std::string_view stage, std::string_view output_suite, const TestCase& c, Prepared* p);
+  static void PrepareCase(std::string_view stage, std::string_view output_suite, const TestCase& c, Chunk* chunk);
   static void PrepareSuiteOutput(std::string_view output_suite, std::string_view input_name, std::string_view out,
-                                 std::string_view err, Prepared* p);
-  absl::Status Commit(Prepared&& p, uint32_t input, bool expected);
+                                 std::string_view err, Chunk* chunk);
+  // Takes the chunk's records into the spool and the index, and empties it (keeping its buffers).
+  absl::Status Commit(Chunk& chunk, uint32_t input, bool expected);
   absl::Status FinishInput(uint32_t input, std::string_view input_name, std::string_view stage,
                            const absl::Status& status, const JunitReadStats& stats);
-  TestCase Load(uint32_t record) const;
-  void LoadInto(uint32_t record, TestCase* c) const;
-  TestCase Combine(const Test& t) const;
+  // Thread-safe once Write has flushed the spool; each thread brings its own window.
+  TestCase Load(uint32_t record, SpoolWindow* w) const;
+  void LoadInto(uint32_t record, TestCase* c, SpoolWindow* w) const;
+  TestCase Combine(const Test& t, SpoolWindow* w) const;
 
   JunitMergeOptions options_;
   std::unique_ptr<Spool> spool_;
-  std::deque<Record> records_;  // a deque: growing never copies or re-faults what is there
-  std::vector<KeyRef> keys_;     // one per record of a test case; consumed by Write
-  std::vector<uint32_t> next_;   // built by Write: the next record of the same test
+  HugeVector<Record> records_;
+  HugeVector<KeyRef> keys_;     // one per record of a test case; consumed by Write
+  HugeVector<uint32_t> next_;   // built by Write: the next record of the same test
   std::vector<std::string> suite_names_;
   absl::flat_hash_map<std::string, uint32_t> suite_ids_;
   std::vector<std::vector<uint32_t>> suite_outputs_;  // per suite: spooled suite-level output records
@@ -141,7 +146,7 @@ class JunitMerger {
   uint32_t next_input_ = 0;
   bool written_ = false;
   JunitMergeSummary summary_;
-  mutable std::string load_buffer_;
+  std::unique_ptr<Chunk> scratch_;  // for the callers that add one case at a time
 };
 
 }  // namespace testshard::report

@@ -297,13 +297,16 @@ TEST_F(JunitMergerTest, WriteTwiceIsRefused) {
   EXPECT_THAT(merger_->Write(out), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("twice")));
 }
 
-TEST(JunitMergerFilesTest, ReadingFilesConcurrentlyGivesTheSameReport) {
+// Threads read the inputs and format the report; the bytes must be those of one thread doing it all. Sized so
+// that readers hand over several chunks (8,192 cases each) and writers format many blocks (1,024 cases each).
+TEST(JunitMergerFilesTest, ReadingAndWritingConcurrentlyGivesTheSameReport) {
   std::string dir = ::testing::TempDir() + "/junit-addfiles-" + std::to_string(::getpid());
   std::filesystem::create_directories(dir);
   std::vector<JunitFileInput> inputs;
   for (int i = 0; i < 6; ++i) {
     std::string cases;
-    for (int k = 0; k < 300; ++k) cases += (k + i) % 17 == 0 ? Fail("t" + std::to_string(k)) : Pass("t" + std::to_string(k));
+    int n = i == 0 ? 20000 : 3000;
+    for (int k = 0; k < n; ++k) cases += (k + i) % 17 == 0 ? Fail("t" + std::to_string(k)) : Pass("t" + std::to_string(k));
     std::string doc = Pytest(cases);
     if (i == 4) doc = doc.substr(0, doc.size() / 2);  // one broken input among them
     std::string path = dir + "/in" + std::to_string(i) + ".xml";
@@ -312,7 +315,9 @@ TEST(JunitMergerFilesTest, ReadingFilesConcurrentlyGivesTheSameReport) {
   }
   inputs.push_back({dir + "/missing.xml", ""});
   auto render = [&](int threads) {
-    auto m = JunitMerger::Create();
+    JunitMergeOptions options;
+    options.threads = threads;
+    auto m = JunitMerger::Create(options);
     EXPECT_TRUE(m.ok());
     std::vector<absl::Status> results = (*m)->AddFiles(inputs, threads);
     EXPECT_EQ(results.size(), inputs.size());
@@ -324,7 +329,13 @@ TEST(JunitMergerFilesTest, ReadingFilesConcurrentlyGivesTheSameReport) {
   };
   std::string sequential = render(1);
   EXPECT_EQ(render(3), sequential);
+  EXPECT_EQ(render(2), sequential);
   EXPECT_THAT(sequential, HasSubstr("flakyFailure"));
+  pugi::xml_document doc;
+  ASSERT_TRUE(doc.load_string(sequential.c_str()));
+  // Stage "pytest" (inputs 0, 2, 4): t0..t19999, of which t0..t2999 were retried; stage "odd" (1, 3, 5):
+  // t0..t2999; and one error entry for each broken input.
+  EXPECT_STREQ(doc.child("testsuites").attribute("tests").value(), "23002");
   std::filesystem::remove_all(dir);
 }
 

@@ -16,6 +16,16 @@ void AddHistoryCommand(CLI::App& app, int* exit_code);  // history show|import|e
 void AddPlanCommand(CLI::App& app, int* exit_code);
 void AddSplitCommand(CLI::App& app, int* exit_code);
 
+// Parses and runs the chosen subcommand; returns its exit code, or 4 (pytest's code) for usage errors.
+inline int RunApp(CLI::App& app, int argc, char** argv, const int& exit_code) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 4;
+  }
+  return exit_code;
+}
+
 }  // namespace testshard
 
 #endif  // TESTSHARD_COORDINATOR_MAIN_COMMANDS_H_

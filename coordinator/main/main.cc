@@ -27,10 +27,5 @@ int main(int argc, char** argv) {
   testshard::AddHistoryCommand(app, &exit_code);
   testshard::AddVersionCommand(app, &exit_code);
   testshard::AddMergeCommand(app, &exit_code);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 4;  // pytest's exit code for usage errors
-  }
-  return exit_code;
+  return testshard::RunApp(app, argc, argv, exit_code);
 }

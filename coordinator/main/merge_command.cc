@@ -37,7 +37,7 @@ struct MergeFlags {
   std::string suite_per = "stage";
   std::string report_name = "testshard";
   size_t max_output_bytes = 64 * 1024;
-  int jobs = 1;
+  int jobs = 0;
   std::vector<std::string> stages, input_roots, revisions;
   std::vector<std::string> inputs;
 };
@@ -119,6 +119,7 @@ int RunMerge(const MergeFlags& flags) {
   junit_options.write.report_name = flags.report_name;
   junit_options.write.max_text_bytes = flags.max_output_bytes;
   junit_options.read.max_text_bytes = flags.max_output_bytes;
+  junit_options.threads = flags.jobs;
   auto junit = report::JunitMerger::Create(junit_options);
   if (!junit.ok()) {
     Problem(junit.status());
@@ -220,7 +221,7 @@ void AddMergeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--report-name", flags->report_name, "The name of the JUnit <testsuites>");
   cmd->add_option("--max-output-bytes", flags->max_output_bytes,
                   "Per test, captured output and failure text beyond this keep their head and tail");
-  cmd->add_option("--jobs", flags->jobs, "JUnit files read at once (0: one per core). On 2-vCPU CI machines extra readers measured no faster");
+  cmd->add_option("--jobs", flags->jobs, "Threads reading JUnit inputs and formatting the report (0: one per core)");
   cmd->add_option("inputs", flags->inputs, "JUnit, Cobertura and lcov files")->required();
   cmd->callback([flags, exit_code] {
     if (flags->root.empty()) {

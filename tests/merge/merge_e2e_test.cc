@@ -542,6 +542,23 @@ TEST_F(MergeE2eTest, CoverageFromAnotherRevisionIsRefused) {
   EXPECT_THAT(ReadFile(P("merged2.info")), HasSubstr("SF:mypkg/calc.py"));
 }
 
+// `testshard` merges on its own (a merge job needs nothing else) and hands every other subcommand to
+// testshard-core beside it; without that file it says so instead of failing obscurely.
+TEST_F(MergeE2eTest, FrontBinaryMergesAloneAndNamesAMissingCore) {
+  fs::create_directories(P("bin"));
+  fs::copy_file(TESTSHARD_BIN, P("bin/testshard"));
+  fs::permissions(P("bin/testshard"), fs::perms::owner_exec, fs::perm_options::add);
+  WriteFile(P("in.xml"),
+            R"(<testsuites><testsuite name="s"><testcase classname="c" name="t"/></testsuite></testsuites>)");
+  EXPECT_EQ(RunTool({P("bin/testshard"), "merge", "--junit-out", P("out.xml"), P("in.xml")}, dir_, log_), 0);
+  EXPECT_EQ(ReadJunitView(P("out.xml")).tests, 1);
+  EXPECT_EQ(RunTool({P("bin/testshard"), "version"}, dir_, log_), 127);
+  EXPECT_THAT(ReadFile(log_), HasSubstr("cannot run " + P("bin/testshard-core")));
+  // Beside the real core, the same command runs it.
+  EXPECT_EQ(RunTool({TESTSHARD_BIN, "version"}, dir_, log_), 0);
+  EXPECT_THAT(ReadFile(log_), HasSubstr("testshard 0.1.0"));
+}
+
 TEST_F(MergeE2eTest, UsageErrorsExitFour) {
   EXPECT_EQ(Merge({P("whatever.xml")}), 4);
   EXPECT_EQ(Merge({"--junit-out", P("o.xml"), "--suite-per", "planet", P("x.xml")}), 4);
