@@ -46,6 +46,10 @@ struct AgentProfile {
   double startup_s = -1;
   // Relative pace: 2 runs tests twice as fast as the history says, 0.5 half as fast. 0: unknown.
   double speed = 0;
+  // Seconds each test costs beyond its own duration (handing it to the runner, streaming its result back,
+  // pytest's per-test hooks): what a batch of many tiny tests pays on top of its start-up. Negative: unknown
+  // (the batches so far did not vary enough in size to tell it from the start-up).
+  double per_test_s = -1;
 };
 
 struct PlanRequest {

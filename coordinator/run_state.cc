@@ -190,6 +190,20 @@ void RunState::PlanStage(Stage& stage, std::vector<std::string> ids) {
   const bool warm = Warm(stage);
   req.default_startup_s = warm ? options_.warm_startup_s : options_.process_startup_s;
   req.agent_profiles = ProfilesLocked(warm);
+  // Each test also costs its dispatch and bookkeeping, which its recorded duration leaves out: with the pool's
+  // measured per-test cost in every estimate, a module of 500 tiny tests weighs what it will take.
+  double per_test_s = 0;
+  int measured = 0;
+  for (const auto& [id, p] : req.agent_profiles) {
+    if (p.per_test_s >= 0) {
+      per_test_s += p.per_test_s;
+      ++measured;
+    }
+  }
+  if (measured > 0) per_test_s /= measured;
+  if (estimator && per_test_s > 0) {
+    req.estimate = [estimator, per_test_s](const std::string& id) { return estimator->Seconds(id) + per_test_s; };
+  }
   stage.planned = static_cast<int>(ids.size());
   stage.known = 0;
   stage.remaining_s = 0;
@@ -584,18 +598,52 @@ void RunState::LearnFromLease(Stage& stage, const Lease& lease, const Completion
   auto agent = agents_.find(lease.info.agent_id);
   if (agent == agents_.end() || lease.reported.empty()) return;
   Pace& pace = Warm(stage) ? agent->second.warm : agent->second.process;
-  ++pace.batches;
-  pace.overhead_s += std::max(0.0, batch_wall_s - lease.actual_s);
+  pace.Add(static_cast<double>(lease.reported.size()), std::max(0.0, batch_wall_s - lease.actual_s));
   agent->second.known_predicted_s += lease.known_predicted_s;
   agent->second.known_actual_s += lease.known_actual_s;
+}
+
+void RunState::Pace::Add(double n, double y) {
+  ++batches;
+  sum_n += n;
+  sum_nn += n * n;
+  sum_y += y;
+  sum_ny += n * y;
+}
+
+AgentProfile RunState::Pace::Fit() const {
+  AgentProfile p;
+  if (batches == 0) return p;
+  const double k = batches;
+  const double mean_n = sum_n / k, mean_y = sum_y / k;
+  const double var_n = sum_nn / k - mean_n * mean_n;
+  // Batches of (nearly) one size cannot tell start-up from per-test cost: all of it counts as start-up. Their
+  // sizes must spread by a quarter of the mean, or timer noise would decide the slope.
+  if (batches < 3 || var_n < 0.0625 * mean_n * mean_n) {
+    p.startup_s = mean_y;
+    return p;
+  }
+  // Least squares for y = startup + n * per_test, with neither negative (timer noise on tiny batches can
+  // suggest a negative start-up; then the line goes through the origin).
+  double slope = (sum_ny / k - mean_n * mean_y) / var_n;
+  double intercept = mean_y - slope * mean_n;
+  if (slope < 0) {
+    slope = 0;
+    intercept = mean_y;
+  } else if (intercept < 0) {
+    intercept = 0;
+    slope = sum_nn > 0 ? sum_ny / sum_nn : 0;
+  }
+  p.startup_s = intercept;
+  p.per_test_s = slope;
+  return p;
 }
 
 std::map<std::string, AgentProfile, std::less<>> RunState::ProfilesLocked(bool warm) const {
   std::map<std::string, AgentProfile, std::less<>> out;
   for (const auto& [id, a] : agents_) {
-    AgentProfile p;
     const Pace& pace = warm ? a.warm : a.process;
-    if (pace.batches > 0) p.startup_s = pace.overhead_s / pace.batches;
+    AgentProfile p = pace.Fit();
     // The pace against the history counts only tests the history knew, and only once there is enough of it that
     // timer noise does not decide it.
     if (a.known_predicted_s > 0.5 && a.known_actual_s > 0.5) p.speed = a.known_predicted_s / a.known_actual_s;

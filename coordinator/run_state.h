@@ -189,10 +189,14 @@ class RunState {
     bool cancelling = false;
     absl::Time started, finished;
   };
-  // What an agent's completed batches of one kind (warm, or a process each) showed.
+  // What an agent's completed batches of one kind (warm, or a process each) showed: per batch, its number of
+  // tests n and its overhead y, the wall time not spent in tests (start-up, and each test's dispatch, result
+  // round trip and pytest's own bookkeeping). Sums for fitting y = startup + n * per_test.
   struct Pace {
     int batches = 0;
-    double overhead_s = 0;  // sum over batches of wall time not spent in tests (start-up, round trips)
+    double sum_n = 0, sum_nn = 0, sum_y = 0, sum_ny = 0;
+    void Add(double n, double y);
+    AgentProfile Fit() const;  // startup_s and per_test_s; speed unset
   };
   struct AgentStats {
     std::string name;

@@ -671,6 +671,44 @@ TEST_F(RunStatePlanningTest, MeasuredStartupPlansTheNextStage) {
   EXPECT_DOUBLE_EQ(log_->requests[1].agent_profiles.at(a).startup_s, 3);
 }
 
+// Batches of different sizes separate each test's own cost (dispatch, result round trip, pytest's hooks) from the
+// batch's start-up; the next stage's plan counts it in every test's estimate.
+TEST_F(RunStatePlanningTest, PerTestCostIsToldFromStartupAndPlansTheNextStage) {
+  StartPlanned({Stage("one"), Stage("two")}, {{"two.py::t0", 0.5}}, /*warm_stages=*/{}, /*agents=*/1,
+               std::make_unique<DynamicPlanner>());
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("one.py", 400));  // 200 s by the history's median: enough for the queue to split
+  // Each batch: 2 s of start-up, 0.05 s per test on top of the tests' own 0.1 s.
+  int batches = 0;
+  while (run_->Progress()[0].status == StageStatus::kRunning) {
+    LeaseInfo l = Take(a);
+    ASSERT_FALSE(l.test_ids.empty());
+    const double n = static_cast<double>(l.test_ids.size());
+    FinishTimed(a, l, /*each_s=*/0.1, /*wall_s=*/2 + n * (0.1 + 0.05));
+    ++batches;
+  }
+  ASSERT_GE(batches, 3) << "the queue must hand out batches of several sizes for this test to mean anything";
+  AgentProfile p = run_->AgentProfiles(/*warm=*/false).at(a);
+  EXPECT_NEAR(p.startup_s, 2, 1e-6);
+  EXPECT_NEAR(p.per_test_s, 0.05, 1e-6);
+  // The second stage is planned with it: a test the history says takes 0.5 s is estimated at 0.55 s.
+  std::vector<std::string> two = {"two.py::t0"};
+  Discover(a, two);
+  LeaseInfo l = Take(a);
+  EXPECT_NEAR(l.predicted_s, 0.55, 1e-9);
+}
+
+// Batches that all have the same size cannot tell the two apart: their whole overhead stays the start-up.
+TEST_F(RunStatePlanningTest, BatchesOfOneSizeLeaveThePerTestCostUnknown) {
+  StartPlanned({Stage("unit")}, {}, /*warm_stages=*/{}, /*agents=*/1);
+  std::string a = run_->RegisterAgent("a");
+  Discover(a, Ids("u.py", 4));
+  FinishTimed(a, Take(a), /*each_s=*/0.5, /*wall_s=*/5);
+  AgentProfile p = run_->AgentProfiles(/*warm=*/false).at(a);
+  EXPECT_DOUBLE_EQ(p.startup_s, 3);
+  EXPECT_LT(p.per_test_s, 0);
+}
+
 TEST_F(RunStatePlanningTest, RetriedTestsAndUnmeasuredLeasesDoNotFeedTheQueue) {
   StageConfig unit = Stage("unit");
   unit.retries = 1;
