@@ -156,10 +156,15 @@ ProcfsClientResolver::ProcfsClientResolver(pid_t root, int server_port) : root_(
 std::set<int> ProcfsClientResolver::Ours(const std::vector<ServerSession>& sessions) {
   std::set<int> ours;
   if (sessions.empty()) return ours;
+  // A child between fork and exec still holds copies of the agent's own sockets (its clone pool's, its
+  // monitor's): those are the agent's sessions, not its tests'. Seen in a run, once in a few: the clone pool's
+  // GRANT in the maintenance database was reported as the tests working in the wrong database.
+  const std::set<uint64_t> roots = SocketInodes(root_);
   std::set<uint64_t> mine;
   for (pid_t pid : Descendants(root_)) {
-    std::set<uint64_t> inodes = SocketInodes(pid);
-    mine.insert(inodes.begin(), inodes.end());
+    for (uint64_t inode : SocketInodes(pid)) {
+      if (!roots.count(inode)) mine.insert(inode);
+    }
   }
   if (mine.empty()) return ours;
   bool any_tcp = false, any_unix = false;

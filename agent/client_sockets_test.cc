@@ -2,6 +2,8 @@
 // and over TCP without any application_name, and the resolver finds both its sessions - and not this process's own.
 #include "agent/client_sockets.h"
 
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -88,6 +90,21 @@ TEST(ClientSocketsTest, FindsAChildsSocketAndTcpSessionsButNotOurOwn) {
   EXPECT_TRUE(ours.count(socket_backend)) << "unix-socket session not attributed";
   EXPECT_TRUE(ours.count(tcp_backend)) << "TCP session not attributed";
   EXPECT_FALSE(ours.count(my_backend));
+
+  // A child forked and not (yet) exec'd holds a copy of every socket of this process: still this process's own
+  // sessions, not the child's.
+  pid_t forked = fork();
+  ASSERT_GE(forked, 0);
+  if (forked == 0) {
+    pause();
+    _exit(0);
+  }
+  ASSERT_TRUE(Descendants(getpid()).count(forked));
+  std::set<int> with_fork = resolver.Ours(Sessions(socket));
+  kill(forked, SIGKILL);
+  waitpid(forked, nullptr, 0);
+  EXPECT_FALSE(with_fork.count(my_backend)) << "an inherited copy of our own socket made our session a child's";
+  EXPECT_TRUE(with_fork.count(socket_backend));
 
   // Seen from the child's side, this process is nobody's descendant: nothing is the child's.
   ProcfsClientResolver theirs(child->pid() + 1000000, tcp.port);
