@@ -1,5 +1,6 @@
 // `testshard agent`: dials a coordinator and runs its leases until the run is done.
 #include <signal.h>
+#include <stdlib.h>
 
 #include <atomic>
 #include <filesystem>
@@ -39,6 +40,8 @@ int RunAgent(const AgentFlags& flags) {
     std::fprintf(stderr, "testshard agent: %s\n", std::string(token.status().message()).c_str());
     return 4;
   }
+  // The token is the agent's credential, not the tests': the processes it starts inherit the environment.
+  unsetenv("TESTSHARD_TOKEN");
   auto credentials = MakeChannelCredentials(flags.tls);
   if (!credentials.ok()) {
     std::fprintf(stderr, "testshard agent: %s\n", std::string(credentials.status().message()).c_str());

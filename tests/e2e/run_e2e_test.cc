@@ -33,6 +33,7 @@ def test_db(i, record_property):
     record_property("agent", os.environ["TESTSHARD_AGENT"])
     assert user == "app_user"
     assert rows == 3
+    assert "TESTSHARD_TOKEN" not in os.environ  # the agent's credential stays with the agent
 )PY";
 
 constexpr char kSetup[] = R"PY(
