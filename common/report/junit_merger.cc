@@ -182,7 +182,7 @@ void MergeSameAttempt(TestCase& a, TestCase&& b) {
 
 // One reader's window onto the spool file.
 struct JunitMerger::SpoolWindow {
-  HugeVector<char> bytes;
+  std::vector<char> bytes;
   size_t len = 0;
   uint64_t start = 0;
 };
@@ -270,7 +270,7 @@ class JunitMerger::Spool {
   }
 
   static constexpr size_t kBufferBytes = 1 << 20;
-  static constexpr size_t kWindowBytes = 1 << 20;
+  static constexpr size_t kWindowBytes = 192 << 10;
   int fd_;
   uint64_t flushed_ = 0;
   HugeVector<char> buf_;
@@ -308,11 +308,11 @@ struct JunitMerger::Chunk {
     Outcome outcome = Outcome::kError;
     double result_time = 0, reruns_time = 0;
   };
-  static constexpr size_t kFullBytes = 1 << 20;
-  static constexpr size_t kFullItems = 8192;
+  static constexpr size_t kFullBytes = 128 << 10;
+  static constexpr size_t kFullItems = 1024;
 
   Chunk() {
-    data.reserve(kFullBytes + (64 << 10));
+    data.reserve(kFullBytes + (16 << 10));
     items.reserve(kFullItems);
   }
   bool full() const { return data.size() >= kFullBytes || items.size() >= kFullItems; }
@@ -328,7 +328,7 @@ struct JunitMerger::Chunk {
     suites.clear();
   }
 
-  HugeVector<char> data;
+  std::vector<char> data;
   std::vector<Item> items;
   std::vector<std::string> suites;  // consecutive items mostly share one, stored once per run of them
   std::string key_scratch;
@@ -361,7 +361,7 @@ void JunitMerger::PrepareCase(std::string_view stage, std::string_view output_su
   PutStr(&key, *classname);
   PutStr(&key, *name);
   item.key = Key{Hash64(key, 0x243F6A8885A308D3ULL), Hash64(key, 0x13198A2E03707344ULL)};
-  HugeVector<char>& blob = chunk->data;
+  std::vector<char>& blob = chunk->data;
   item.offset = static_cast<uint32_t>(blob.size());
   PutStr(&blob, c.id);
   PutStr(&blob, *classname);

@@ -1,6 +1,7 @@
 #include "common/report/xml_stream.h"
 
 #include <expat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -468,8 +469,16 @@ absl::Status WriteThroughTemp(const std::string& path, const std::function<absl:
       return Annotate(s, path);
     }
   }
+  // The old report goes first: ext4 (auto_da_alloc) makes a rename over an existing file allocate and start
+  // writing back the new file's blocks inside rename(), 5-6 ms for a 100,000-test report, a twentieth of the
+  // merge. That heuristic guards against a zero-length file after a power cut, which a regenerable report does not
+  // need; what we keep is that no reader ever sees a half-written report. unlink, not remove: a directory stays.
+  unlink(path.c_str());
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrFormat("%s: cannot rename into place: %s", path, std::strerror(errno)));
+    absl::Status s =
+        absl::UnavailableError(absl::StrFormat("%s: cannot rename into place: %s", path, std::strerror(errno)));
+    std::remove(tmp.c_str());
+    return s;
   }
   return absl::OkStatus();
 }

@@ -1,5 +1,9 @@
 #include "common/report/xml_stream.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 
@@ -172,6 +176,56 @@ TEST(SniffRootElementTest, SkipsDeclarationCommentsAndDoctype) {
   EXPECT_EQ(SniffRootElement("<testsuites>"), "testsuites");
   EXPECT_EQ(SniffRootElement("TN:\nSF:a.c\n"), "");
   EXPECT_EQ(SniffRootElement(""), "");
+}
+
+// The report path as a reader sees it: the old report, then the whole new one; never a part, and no leftovers.
+class WriteThroughTempTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ts-wtt-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  static std::string Read(const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  static absl::Status Write(const std::string& path, const std::string& text) {
+    return WriteThroughTemp(path, [&](std::ostream& out) {
+      out << text;
+      return absl::OkStatus();
+    });
+  }
+  std::string dir_;
+};
+
+TEST_F(WriteThroughTempTest, ReplacesAnOldReportWhole) {
+  const std::string path = dir_ + "/report.xml";
+  ASSERT_THAT(Write(path, "old report"), IsOk());
+  ASSERT_THAT(Write(path, "new report"), IsOk());
+  EXPECT_EQ(Read(path), "new report");
+  EXPECT_FALSE(std::filesystem::exists(path + ".testshard-tmp"));
+}
+
+TEST_F(WriteThroughTempTest, FailedWriteLeavesTheOldReport) {
+  const std::string path = dir_ + "/report.xml";
+  ASSERT_THAT(Write(path, "old report"), IsOk());
+  absl::Status s = WriteThroughTemp(path, [](std::ostream& out) {
+    out << "half a rep";
+    return absl::InternalError("the merge failed");
+  });
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInternal, HasSubstr("the merge failed")));
+  EXPECT_EQ(Read(path), "old report");
+  EXPECT_FALSE(std::filesystem::exists(path + ".testshard-tmp"));
+}
+
+// Even an empty one: the old report is unlinked before the rename, and unlink (unlike remove) leaves directories.
+TEST_F(WriteThroughTempTest, DirectoryInTheWayIsAnErrorAndStays) {
+  const std::string path = dir_ + "/report.xml";
+  std::filesystem::create_directory(path);
+  EXPECT_THAT(Write(path, "report"), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("cannot rename")));
+  EXPECT_TRUE(std::filesystem::is_directory(path));
+  EXPECT_FALSE(std::filesystem::exists(path + ".testshard-tmp"));
 }
 
 }  // namespace
