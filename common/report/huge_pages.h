@@ -3,7 +3,9 @@
 // Why: on virtual machines a page fault can cost 10 µs (measured on the CI machines: 21 ms to touch 8 MiB in
 // 4 KiB pages, 0.6 ms in 2 MiB ones), and a 100,000-test JUnit merge touches a few thousand fresh pages for its
 // index. Where the kernel's THP mode is "madvise" (Debian's default) only memory that asks gets huge pages; with
-// "always" this changes nothing, with "never" it falls back to ordinary pages.
+// "always" this changes nothing, with "never" it falls back to ordinary pages. Only for arrays that are filled:
+// a huge page is zeroed whole on first touch (1-2 ms on some VMs), so a buffer mostly left empty is cheaper in
+// ordinary pages.
 #ifndef TESTSHARD_COMMON_REPORT_HUGE_PAGES_H_
 #define TESTSHARD_COMMON_REPORT_HUGE_PAGES_H_
 
