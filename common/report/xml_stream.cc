@@ -3,6 +3,7 @@
 #include <expat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -12,10 +13,17 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
+#include "common/report/xml_chars.h"
+#include "common/report/xml_fast_path.h"
 #include "common/status.h"
 
 namespace testshard::report {
 namespace {
+
+using xml_chars::CharReference;
+using xml_chars::LeadLength;
+using xml_chars::ValidXmlSequence;
+using xml_chars::XmlCharAllowed;
 
 // ---- Memory accounting: expat's memory suite has no user pointer, so the tracker of the parse running on this
 // thread is found through a thread_local. Each block carries its size in a header so free() can account for it.
@@ -73,27 +81,6 @@ const XML_Memory_Handling_Suite kMemorySuite = {TrackedMalloc, TrackedRealloc, T
 
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
 
-// Length of the UTF-8 sequence led by `c`, or 0 for a byte that cannot lead one.
-size_t LeadLength(unsigned char c) {
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) return 2;
-  if (c >= 0xE0 && c <= 0xEF) return 3;
-  if (c >= 0xF0 && c <= 0xF4) return 4;
-  return 0;
-}
-
-// Validates the sequence of `len` bytes at `s` (len from LeadLength) and returns whether XML may contain it.
-bool ValidXmlSequence(const unsigned char* s, size_t len) {
-  uint32_t cp = s[0] & (0xFF >> (len + 1));
-  for (size_t k = 1; k < len; ++k) {
-    if ((s[k] & 0xC0) != 0x80) return false;
-    cp = (cp << 6) | (s[k] & 0x3F);
-  }
-  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-  return cp != 0xFFFE && cp != 0xFFFF;
-}
-
 // Whether `data` is plain ASCII text XML accepts as is (printable, tab, newline, carriage return): the common
 // case, checked eight bytes at a time so clean input is handed to expat without a copy.
 bool CleanAscii(std::string_view data) {
@@ -120,30 +107,6 @@ bool CleanAscii(std::string_view data) {
     if (amp + 1 == p + n || amp[1] == '#') return false;
   }
   return true;
-}
-
-bool XmlCharAllowed(uint64_t cp) {
-  return cp == 0x9 || cp == 0xA || cp == 0xD || (cp >= 0x20 && cp <= 0xD7FF) || (cp >= 0xE000 && cp <= 0xFFFD) ||
-         (cp >= 0x10000 && cp <= 0x10FFFF);
-}
-
-// The code point of the character reference "&#...;" at data[i..end), or -1 when it is not one.
-int64_t CharReference(std::string_view ref) {
-  std::string_view digits = ref.substr(2, ref.size() - 3);
-  int base = 10;
-  if (!digits.empty() && digits[0] == 'x') {
-    base = 16;
-    digits.remove_prefix(1);
-  }
-  if (digits.empty() || digits.size() > 8) return -1;
-  int64_t v = 0;
-  for (char c : digits) {
-    int d = c >= '0' && c <= '9' ? c - '0' : base == 16 && c >= 'a' && c <= 'f' ? c - 'a' + 10
-            : base == 16 && c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-    if (d < 0) return -1;
-    v = v * base + d;
-  }
-  return v;
 }
 
 // Streaming sanitiser: invalid UTF-8, forbidden control characters and character references to them ("&#27;", as
@@ -262,6 +225,16 @@ struct ParseState {
   size_t depth = 0;
   bool text_on = true;
   absl::Status own_error;  // a hardening rule that stopped the parse
+  // Events that begin before this byte were delivered by the fast path already (see ParseXml). While there are
+  // any, text stays switched on, so the piece that straddles it can be cut, and is filtered by want_text here.
+  uint64_t skip_before = 0;
+
+  // Whether the current markup event was delivered by the fast path: it ends at or before skip_before. (Its end,
+  // not its start: expat places the end event of an empty element <a/> at the end of the tag.)
+  bool Delivered() const {
+    return skip_before > 0 &&
+           static_cast<uint64_t>(XML_GetCurrentByteIndex(parser)) + XML_GetCurrentByteCount(parser) <= skip_before;
+  }
 
   void StopIfHandlerAsked();
   void SyncTextHandler();
@@ -278,7 +251,7 @@ void ParseState::StopIfHandlerAsked() {
 }
 
 void ParseState::SyncTextHandler() {
-  if (handler->want_text != text_on) {
+  if (skip_before == 0 && handler->want_text != text_on) {
     text_on = handler->want_text;
     XML_SetCharacterDataHandler(parser, text_on ? OnText : nullptr);
   }
@@ -291,6 +264,7 @@ void OnStart(void* data, const XML_Char* name, const XML_Char** attributes) {
         absl::StrFormat("elements nested deeper than %d levels", st->limits->max_depth)));
     return;
   }
+  if (st->Delivered()) return;
   st->handler->StartElement(name, attributes);
   st->StopIfHandlerAsked();
   st->SyncTextHandler();
@@ -299,6 +273,7 @@ void OnStart(void* data, const XML_Char* name, const XML_Char** attributes) {
 void OnEnd(void* data, const XML_Char* name) {
   auto* st = static_cast<ParseState*>(data);
   --st->depth;
+  if (st->Delivered()) return;
   st->handler->EndElement(name);
   st->StopIfHandlerAsked();
   st->SyncTextHandler();
@@ -306,12 +281,24 @@ void OnEnd(void* data, const XML_Char* name) {
 
 void OnText(void* data, const XML_Char* text, int len) {
   auto* st = static_cast<ParseState*>(data);
-  st->handler->Text(std::string_view(text, static_cast<size_t>(len)));
+  std::string_view piece(text, static_cast<size_t>(len));
+  if (st->skip_before > 0) {
+    // Plain character data reaches this handler byte for byte (references come as pieces of their own, and the
+    // fast path stops only at one), so a piece that began before skip_before is cut where the fast path stopped.
+    auto at = static_cast<uint64_t>(XML_GetCurrentByteIndex(st->parser));
+    if (at < st->skip_before) {
+      if (at + piece.size() <= st->skip_before) return;
+      piece.remove_prefix(st->skip_before - at);
+    }
+    if (!st->handler->want_text) return;
+  }
+  st->handler->Text(piece);
   st->StopIfHandlerAsked();
 }
 
 void OnComment(void* data, const XML_Char* text) {
   auto* st = static_cast<ParseState*>(data);
+  if (st->Delivered()) return;
   st->handler->Comment(text);
 }
 
@@ -333,9 +320,8 @@ struct ParserDeleter {
   void operator()(XML_ParserStruct* p) const { XML_ParserFree(p); }
 };
 
-}  // namespace
-
-absl::Status ParseXml(std::istream& in, XmlHandler& handler, const XmlLimits& limits, XmlPosition* position) {
+// Parses with expat from where `in` stands, delivering only the events that begin at or after `skip_before`.
+absl::Status ParseWithExpat(std::istream& in, XmlHandler& handler, const XmlLimits& limits, uint64_t skip_before) {
   MemoryTracker tracker;
   tracker.limit = limits.max_parser_bytes;
   MemoryTracker* saved = t_tracker;
@@ -351,9 +337,10 @@ absl::Status ParseXml(std::istream& in, XmlHandler& handler, const XmlLimits& li
   st.parser = parser.get();
   st.handler = &handler;
   st.limits = &limits;
+  st.skip_before = skip_before;
   XML_SetUserData(parser.get(), &st);
   XML_SetElementHandler(parser.get(), OnStart, OnEnd);
-  st.text_on = handler.want_text;
+  st.text_on = handler.want_text || skip_before > 0;
   XML_SetCharacterDataHandler(parser.get(), st.text_on ? OnText : nullptr);
   XML_SetCommentHandler(parser.get(), OnComment);
   XML_SetEntityDeclHandler(parser.get(), OnEntityDecl);
@@ -393,14 +380,10 @@ absl::Status ParseXml(std::istream& in, XmlHandler& handler, const XmlLimits& li
     if (status != XML_STATUS_OK || final) break;
   }
 
-  XmlPosition pos;
-  pos.line = XML_GetCurrentLineNumber(parser.get());
-  pos.column = XML_GetCurrentColumnNumber(parser.get());
-  pos.bytes_read = total;
-  if (position) *position = pos;
   if (status == XML_STATUS_OK) return absl::OkStatus();
 
-  std::string where = absl::StrFormat("line %d, column %d", pos.line, pos.column);
+  std::string where = absl::StrFormat("line %d, column %d", XML_GetCurrentLineNumber(parser.get()),
+                                      XML_GetCurrentColumnNumber(parser.get()));
   if (total == 0) return absl::InvalidArgumentError("empty file (0 bytes)");
   if (!st.own_error.ok()) return Annotate(st.own_error, where);
   if (!handler.stop_status.ok()) return Annotate(handler.stop_status, where);
@@ -419,6 +402,59 @@ absl::Status ParseXml(std::istream& in, XmlHandler& handler, const XmlLimits& li
     return absl::ResourceExhaustedError(absl::StrFormat("%s: %s", where, what));
   }
   return absl::InvalidArgumentError(absl::StrFormat("%s: %s", where, what));
+}
+
+// "line L, column C" of byte `offset` after `start` in `in`, counted as expat counts: lines from 1, columns from 0
+// in characters.
+absl::StatusOr<std::string> Where(std::istream& in, std::streampos start, uint64_t offset) {
+  in.clear();
+  in.seekg(start);
+  uint64_t line = 1, column = 0, left = offset;
+  char buf[64 << 10];
+  while (left > 0 && in) {
+    in.read(buf, static_cast<std::streamsize>(std::min<uint64_t>(sizeof buf, left)));
+    auto got = static_cast<size_t>(in.gcount());
+    for (size_t i = 0; i < got; ++i) {
+      if (buf[i] == '\n') {
+        ++line;
+        column = 0;
+      } else if ((static_cast<unsigned char>(buf[i]) & 0xC0) != 0x80) {
+        ++column;
+      }
+    }
+    left -= got;
+  }
+  if (left > 0) return absl::DataLossError(absl::StrFormat("the input could not be read again up to byte %d", offset));
+  return absl::StrFormat("line %d, column %d", line, column);
+}
+
+}  // namespace
+
+absl::Status ParseXml(std::istream& in, XmlHandler& handler, const XmlLimits& limits) {
+  // The fast path needs to hand a document back to expat from its start, so only a stream that can seek back
+  // gets it (files and strings do; a pipe goes to expat alone).
+  std::streampos start = limits.fast_path ? in.tellg() : std::streampos(-1);
+  if (start == std::streampos(-1)) return ParseWithExpat(in, handler, limits, 0);
+  FastPathResult fast = ScanXmlFast(in, handler, limits);
+  switch (fast.kind) {
+    case FastPathResult::kComplete:
+      return absl::OkStatus();
+    case FastPathResult::kReadError:
+      return absl::DataLossError(absl::StrFormat("read error after %d bytes", fast.bytes_read));
+    case FastPathResult::kStopped: {
+      TS_ASSIGN_OR_RETURN(std::string where, Where(in, start, fast.offset));
+      return Annotate(handler.stop_status, where);
+    }
+    case FastPathResult::kHandBack:
+      break;
+  }
+  // Expat reads the document again from the start, for its line and column numbers and its well-formedness
+  // rules, and delivers only what the fast path did not. Rare in practice: a truncated file, a DOCTYPE, another
+  // encoding, bytes the repair changes.
+  in.clear();
+  in.seekg(start);
+  if (!in) return absl::DataLossError("the input could not be read again from its start");
+  return ParseWithExpat(in, handler, limits, fast.offset);
 }
 
 std::string SniffRootElement(std::string_view head) {

@@ -1,5 +1,5 @@
-// A hardened, streaming XML reader (expat underneath) for the report inputs: JUnit and Cobertura files written
-// by tools we do not control, possibly truncated by a killed process, possibly hostile.
+// A hardened, streaming XML reader (expat, behind a fast path) for the report inputs: JUnit and Cobertura files
+// written by tools we do not control, possibly truncated by a killed process, possibly hostile.
 #ifndef TESTSHARD_COMMON_REPORT_XML_STREAM_H_
 #define TESTSHARD_COMMON_REPORT_XML_STREAM_H_
 
@@ -24,6 +24,8 @@ struct XmlLimits {
   size_t max_parser_bytes = 64u << 20;
   // Bytes read from the input per parse step.
   size_t chunk_bytes = 256u << 10;
+  // Whether plain documents go through the fast scanner first (xml_fast_path.h); off only to compare with expat.
+  bool fast_path = true;
 };
 
 // Receives the document as it is parsed. Attribute arrays are expat's: name, value, name, value, ..., nullptr.
@@ -42,13 +44,6 @@ class XmlHandler {
   bool want_text = true;
 };
 
-// Where a parse stopped, for messages.
-struct XmlPosition {
-  uint64_t line = 0;
-  uint64_t column = 0;
-  uint64_t bytes_read = 0;
-};
-
 // Parses `in` to the end, calling `handler`. Returns OK for a complete, well-formed document. Otherwise
 // kInvalidArgument (malformed, truncated, empty, forbidden construct) or kResourceExhausted (a limit was hit),
 // with a message "line L, column C: what" that does not name the input (the caller knows it). Everything the
@@ -59,9 +54,13 @@ struct XmlPosition {
 // are replaced by U+FFFD before parsing, because real producers (GoogleTest, Bazel) pass them through and one bad
 // byte must not cost a whole report. Documents declaring another encoding, or UTF-16, are passed through as is.
 //
+// Speed: expat parses about 100 MB/s on our machines, most of a merge. A seekable stream is first scanned by a
+// strict fast path that handles the plain documents producers write; at the first thing it does not handle it
+// hands over to expat, which re-reads from the start and delivers only the events not yet delivered. Results,
+// errors and messages are expat's either way (XmlFastPathTest compares the two on thousands of documents).
+//
 // Thread-safe: keeps no state between calls.
-absl::Status ParseXml(std::istream& in, XmlHandler& handler, const XmlLimits& limits = {},
-                      XmlPosition* position = nullptr);
+absl::Status ParseXml(std::istream& in, XmlHandler& handler, const XmlLimits& limits = {});
 
 // Reads up to `max_bytes` from the start of `in` and returns the name of the first element, skipping an XML
 // declaration, comments, processing instructions, a DOCTYPE and whitespace; "" when there is none.
