@@ -66,8 +66,11 @@ template <typename Buffer>
 void PutU32(Buffer* out, uint32_t v) { PutBytes(out, &v, 4); }
 template <typename Buffer>
 void PutStr(Buffer* out, std::string_view s) {
-  PutU32(out, static_cast<uint32_t>(s.size()));
-  PutBytes(out, s.data(), s.size());
+  size_t at = out->size();
+  out->resize(at + 4 + s.size());
+  auto n = static_cast<uint32_t>(s.size());
+  std::memcpy(out->data() + at, &n, 4);
+  if (!s.empty()) std::memcpy(out->data() + at + 4, s.data(), s.size());
 }
 template <typename Buffer>
 void PutAttempt(Buffer* out, const TestAttempt& a) {

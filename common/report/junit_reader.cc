@@ -49,11 +49,6 @@ double ParseSeconds(const char* text) {
   return v;
 }
 
-bool AttrIs(const char** attributes, const char* name, const char* value) {
-  const char* v = Attr(attributes, name);
-  return v != nullptr && std::strcmp(v, value) == 0;
-}
-
 // What text currently being read belongs to.
 enum class Field { kNone, kDetails, kOut, kErr, kRerunDetails, kRerunOut, kRerunErr, kSuiteOut, kSuiteErr };
 
@@ -184,15 +179,24 @@ class JunitHandler : public XmlHandler {
     case_depth_ = depth_;
     // Reset in place: the strings keep their capacity from the last case (the sink only reads it).
     case_.id.clear();
-    const char* name = Attr(attributes, "name");
+    // One pass over the attributes: looking each name up in turn was a twentieth of a merge's CPU.
+    const char *name = nullptr, *classname = nullptr, *file = nullptr, *time = nullptr, *status = nullptr,
+               *result = nullptr;
+    for (const char** a = attributes; *a; a += 2) {
+      std::string_view key(a[0]);
+      if (key == "name") name = a[1];
+      else if (key == "classname") classname = a[1];
+      else if (key == "file") file = a[1];
+      else if (key == "time") time = a[1];
+      else if (key == "status") status = a[1];
+      else if (key == "result") result = a[1];
+    }
     case_.name.assign(name ? name : "");
-    const char* classname = Attr(attributes, "classname");
     if (classname) {
       case_.classname.assign(classname);
     } else {
       case_.classname = CurrentSuite();
     }
-    const char* file = Attr(attributes, "file");
     case_.file.assign(file ? file : "");
     case_.reruns.clear();
     case_.properties.clear();
@@ -200,10 +204,10 @@ class JunitHandler : public XmlHandler {
     case_.result.message.clear();
     case_.result.type.clear();
     case_.result.outcome = Outcome::kPassed;
-    case_.result.time_s = ParseSeconds(Attr(attributes, "time"));
+    case_.result.time_s = ParseSeconds(time);
     // GoogleTest: status="notrun" result="suppressed" (disabled); ctest: status="disabled". Neither has a child.
-    disabled_ = AttrIs(attributes, "status", "notrun") || AttrIs(attributes, "status", "disabled") ||
-                AttrIs(attributes, "result", "suppressed");
+    auto is = [](const char* v, std::string_view want) { return v != nullptr && want == v; };
+    disabled_ = is(status, "notrun") || is(status, "disabled") || is(result, "suppressed");
     has_result_child_ = false;
   }
 
