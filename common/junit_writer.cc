@@ -95,16 +95,23 @@ void JunitCounts::Add(const JunitCounts& o) {
   time_s += o.time_s;
 }
 
+// Per byte: whether it is copied as it is (printable ASCII needing no escape; tab and newline outside attributes).
+struct VerbatimTable {
+  bool text[256] = {}, attribute[256] = {};
+  constexpr VerbatimTable() {
+    for (int c = 0x20; c < 0x80; ++c) text[c] = attribute[c] = c != '<' && c != '>' && c != '&' && c != '"';
+    text['\n'] = text['\t'] = true;
+  }
+};
+constexpr VerbatimTable kVerbatim;
+
 void AppendXmlEscaped(std::string* out, std::string_view text, bool attribute) {
+  const bool* verbatim = attribute ? kVerbatim.attribute : kVerbatim.text;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(text.data());
   size_t run = 0;  // start of the pending run of bytes copied verbatim
   for (size_t i = 0; i < text.size();) {
-    auto c = static_cast<unsigned char>(text[i]);
-    // Fast path: printable ASCII that needs no escaping.
-    if ((c >= 0x20 && c < 0x80 && c != '<' && c != '>' && c != '&' && c != '"') ||
-        (!attribute && (c == '\n' || c == '\t'))) {
-      ++i;
-      continue;
-    }
+    while (i < text.size() && verbatim[bytes[i]]) ++i;
+    if (i == text.size()) break;
     uint32_t cp = 0;
     size_t len = Utf8Length(text, i, &cp);
     if (len > 1 && XmlAllowed(cp)) {

@@ -28,7 +28,7 @@ enum : uint8_t {
 struct Tables {
   std::array<uint8_t, 256> text{}, attr{}, cdata{};
   std::array<bool, 256> name_start{}, name{};
-  Tables() {
+  constexpr Tables() {
     for (int c = 0; c < 256; ++c) {
       uint8_t cls = c >= 0x80 ? kHigh : (c < 0x20 && c != '\t' && c != '\n') ? kBad : kPlain;
       text[c] = attr[c] = cdata[c] = cls;
@@ -41,7 +41,7 @@ struct Tables {
     attr['<'] = attr['&'] = attr['"'] = attr['\''] = attr['\t'] = attr['\n'] = kSpecial;
   }
 };
-const Tables kTables;
+constexpr Tables kTables;
 
 bool IsSpace(unsigned char c) { return c == ' ' || c == '\t' || c == '\n'; }
 
