@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -291,8 +292,9 @@ class Scanner {
         begin_ = j + 9;
         return Step::kProgress;
       }
-      if (CouldBe(j, "<!--") || CouldBe(j, "<![CDATA[")) return Step::kNeedMore;
-      return HandBack(j);  // a DOCTYPE, or something malformed
+      if (StartsWith(j, "<!DOCTYPE") && open_.empty() && !root_closed_ && !seen_doctype_) return Doctype();
+      if (CouldBe(j, "<!--") || CouldBe(j, "<![CDATA[") || CouldBe(j, "<!DOCTYPE")) return Step::kNeedMore;
+      return HandBack(j);  // an internal DTD subset, or something malformed
     }
     if (c == '?') return base_ + j == 0 ? XmlDeclaration() : HandBack(j);
     return StartTag();
@@ -494,6 +496,62 @@ class Scanner {
     return Step::kProgress;
   }
 
+  // <!DOCTYPE name [SYSTEM "uri" | PUBLIC "id" "uri"]> without an internal subset, as gcovr writes. The external
+  // DTD is never read (nor by expat), so it changes nothing here: an entity it might declare is unknown to both,
+  // and the scanner hands any entity but the five predefined ones back to expat.
+  Step Doctype() {
+    size_t j = begin_ + 9;
+    auto space = [&] {
+      size_t k = j;
+      while (j < end_ && IsSpace(b()[j])) ++j;
+      return j > k;
+    };
+    // A quoted literal of printable ASCII; `pubid` limits it to XML's PubidChar set.
+    auto literal = [&](bool pubid) -> Step {
+      if (j == end_) return Step::kNeedMore;
+      char quote = buf_[j];
+      if (quote != '"' && quote != '\'') return HandBack(begin_);
+      for (++j; j < end_ && buf_[j] != quote; ++j) {
+        unsigned char c = b()[j];
+        if (c < 0x20 || c >= 0x7F) return HandBack(begin_);
+        if (pubid && !(std::isalnum(c) || std::strchr(" -'()+,./:=?;!*#@$_%", c))) return HandBack(begin_);
+      }
+      if (j == end_) return Step::kNeedMore;
+      ++j;
+      return Step::kProgress;
+    };
+    if (!space()) return j == end_ ? Step::kNeedMore : HandBack(begin_);
+    bool more;
+    size_t name_end = Name(j, &more);
+    if (more) return Step::kNeedMore;
+    if (name_end == 0) return HandBack(begin_);
+    j = name_end;
+    bool spaced = space();
+    if (j == end_) return Step::kNeedMore;
+    if (buf_[j] != '>') {
+      if (!spaced) return HandBack(begin_);
+      bool is_public = StartsWith(j, "PUBLIC");
+      if (!is_public && !StartsWith(j, "SYSTEM")) {
+        return CouldBe(j, "PUBLIC") || CouldBe(j, "SYSTEM") ? Step::kNeedMore : HandBack(begin_);
+      }
+      j += 6;
+      if (!space()) return j == end_ ? Step::kNeedMore : HandBack(begin_);
+      Step s = literal(is_public);
+      if (s != Step::kProgress) return s;
+      if (is_public) {
+        if (!space()) return j == end_ ? Step::kNeedMore : HandBack(begin_);
+        s = literal(false);
+        if (s != Step::kProgress) return s;
+      }
+      space();
+      if (j == end_) return Step::kNeedMore;
+      if (buf_[j] != '>') return HandBack(begin_);  // an internal subset, or malformed
+    }
+    seen_doctype_ = true;
+    begin_ = j + 1;
+    return Step::kProgress;
+  }
+
   // <?xml version="1.0" [encoding="UTF-8"] [standalone="yes|no"] ?> at the very start, nothing else.
   Step XmlDeclaration() {
     if (CouldBe(0, "<?xml ")) return Step::kNeedMore;
@@ -552,6 +610,7 @@ class Scanner {
   uint64_t stop_at_ = 0;
   bool in_cdata_ = false;
   bool root_closed_ = false;
+  bool seen_doctype_ = false;
   std::vector<std::string> open_;  // names of the open elements
   std::string attrs_;              // the current tag's names and values, each NUL-terminated
   std::vector<size_t> attr_starts_;

@@ -93,7 +93,7 @@ FastPathResult Scan(const std::string& doc) {
 // A pytest report with what real ones hold: references, multi-byte text and names in attributes, a traceback,
 // CDATA, a comment, attributes in both quote styles and with whitespace in them.
 const std::string kReport =
-    "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<!-- by pytest -->\n"
+    "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<!-- by pytest -->\n<!DOCTYPE testsuites SYSTEM 'junit.dtd'>\n"
     "<testsuites><testsuite name=\"pytest\" errors=\"0\" tests=\"3\">\n"
     "  <testcase classname=\"tests.test_\xC3\xA9t\xC3\xA9\" name=\"test_a[caf\xC3\xA9-\xF0\x9F\x98\x80]\" "
     "time='0.5'>\n"
@@ -112,7 +112,7 @@ TEST(XmlFastPathTest, CompletesAPlainReportItself) {
 }
 
 TEST(XmlFastPathTest, HandsBackWhereItStopsUnderstanding) {
-  const std::string doctype = "<?xml version=\"1.0\"?><!DOCTYPE a><a/>";
+  const std::string doctype = "<?xml version=\"1.0\"?><!DOCTYPE a [<!ATTLIST a b CDATA \"default\">]><a/>";
   EXPECT_EQ(Scan(doctype).kind, FastPathResult::kHandBack);
   EXPECT_EQ(Scan(doctype).offset, doctype.find("<!DOCTYPE"));
   const std::string bad_byte = "<a><b x=\"1\">ok</b>text \xFF more</a>";
@@ -139,6 +139,19 @@ TEST(XmlFastPathTest, SameAsExpatOnDocumentsItHandsBack) {
       " <?xml version=\"1.0\"?><a/>",
       "<!DOCTYPE a [<!ENTITY e \"boom\">]><a>&e;</a>",
       "<!DOCTYPE a SYSTEM \"http://example.invalid/a.dtd\"><a/>",
+      "<?xml version=\"1.0\"?>\n<!DOCTYPE coverage SYSTEM 'http://cobertura.sourceforge.net/xml/coverage-04.dtd'>\n"
+      "<coverage><x>&amp;</x></coverage>",
+      "<!DOCTYPE a PUBLIC \"-//X//DTD Y 1.0//EN\" \"y.dtd\" ><a>&unknown;</a>",
+      "<!DOCTYPE a PUBLIC \"bad{id}\" \"y.dtd\"><a/>",
+      "<!DOCTYPE a PUBLIC \"id\"><a/>",
+      "<!DOCTYPE a SYSTEM\"x\"><a/>",
+      "<!DOCTYPE a><!DOCTYPE a><a/>",
+      "<!DOCTYPE a SYSTEM \"x\" [<!ATTLIST a b CDATA \"default\">]><a/>",
+      "<!DOCTYPE a [<!ATTLIST a b CDATA \"default\">]><a/>",
+      "<!DOCTYPEa><a/>",
+      "<!DOCTYPE a><a/><!DOCTYPE a>",
+      "<a/><!DOCTYPE a>",
+      "<!DOCTYPE b><a/>",
       "<a>&unknown;</a>",
       "<a>&#27;escape &#0; &#xD800; &#13;cr</a>",
       "<a x=\"&#27;\">&#65;&#x42;&#x1F600;</a>",
