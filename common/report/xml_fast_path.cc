@@ -27,18 +27,19 @@ enum : uint8_t {
 };
 
 struct Tables {
-  std::array<uint8_t, 256> text{}, attr{}, cdata{};
+  std::array<uint8_t, 256> text{}, attr{}, cdata{}, comment{};
   std::array<bool, 256> name_start{}, name{};
   constexpr Tables() {
     for (int c = 0; c < 256; ++c) {
       uint8_t cls = c >= 0x80 ? kHigh : (c < 0x20 && c != '\t' && c != '\n') ? kBad : kPlain;
-      text[c] = attr[c] = cdata[c] = cls;
+      text[c] = attr[c] = cdata[c] = comment[c] = cls;
       bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
       name_start[c] = alpha || c == '_' || c == ':';
       name[c] = name_start[c] || (c >= '0' && c <= '9') || c == '.' || c == '-';
     }
     text['<'] = text['&'] = text[']'] = kSpecial;
     cdata[']'] = kSpecial;
+    comment['-'] = kSpecial;
     attr['<'] = attr['&'] = attr['"'] = attr['\''] = attr['\t'] = attr['\n'] = kSpecial;
   }
 };
@@ -139,13 +140,30 @@ class Scanner {
     return ValidXmlSequence(b() + j, n) ? static_cast<int>(n) : 0;
   }
 
+  enum class Stop { kSpecial, kEnd, kInvalid };
+  // Advances *j over plain bytes of class table `cls` and valid multi-byte sequences, to a kSpecial byte, the end
+  // of the buffer (possibly inside a sequence), or a byte to hand back (kBad, or an invalid sequence).
+  Stop Advance(const std::array<uint8_t, 256>& cls, size_t* j) const {
+    while (true) {
+      while (*j < end_ && cls[b()[*j]] == kPlain) ++*j;
+      if (*j == end_) return Stop::kEnd;
+      uint8_t c = cls[b()[*j]];
+      if (c == kSpecial) return Stop::kSpecial;
+      if (c == kBad) return Stop::kInvalid;
+      int n = Sequence(*j);
+      if (n < 0) return Stop::kEnd;
+      if (n == 0) return Stop::kInvalid;
+      *j += static_cast<size_t>(n);
+    }
+  }
+
   // Character data up to the next markup; references are decoded and delivered as pieces of their own.
   Step Text() {
-    const auto& cls = kTables.text;
     size_t j = begin_;
     while (true) {
-      while (j < end_ && cls[b()[j]] == kPlain) ++j;
-      if (j == end_) break;
+      Stop stop = Advance(kTables.text, &j);
+      if (stop == Stop::kEnd) break;
+      if (stop == Stop::kInvalid) return DeliverAndHandBack(j);  // repaired or normalised by expat's path
       unsigned char c = b()[j];
       if (c == '<') break;
       if (c == '&') {
@@ -173,14 +191,6 @@ class Scanner {
         ++j;
         continue;
       }
-      if (c >= 0x80) {
-        int n = Sequence(j);
-        if (n < 0) break;
-        if (n == 0) return DeliverAndHandBack(j);
-        j += static_cast<size_t>(n);
-        continue;
-      }
-      return DeliverAndHandBack(j);  // a control character or carriage return
     }
     if (!Deliver(begin_, j)) return Step::kStopped;
     begin_ = j;
@@ -240,31 +250,20 @@ class Scanner {
   }
 
   Step Cdata() {
-    const auto& cls = kTables.cdata;
     size_t j = begin_;
     while (true) {
-      while (j < end_ && cls[b()[j]] == kPlain) ++j;
-      if (j == end_) break;
-      unsigned char c = b()[j];
-      if (c == ']') {
-        if (j + 2 >= end_) break;
-        if (b()[j + 1] == ']' && b()[j + 2] == '>') {
-          if (!Deliver(begin_, j)) return Step::kStopped;
-          begin_ = j + 3;
-          in_cdata_ = false;
-          return Step::kProgress;
-        }
-        ++j;
-        continue;
+      Stop stop = Advance(kTables.cdata, &j);
+      if (stop == Stop::kEnd) break;
+      if (stop == Stop::kInvalid) return DeliverAndHandBack(j);
+      // The one special byte here is ']', perhaps the start of "]]>".
+      if (j + 2 >= end_) break;
+      if (b()[j + 1] == ']' && b()[j + 2] == '>') {
+        if (!Deliver(begin_, j)) return Step::kStopped;
+        begin_ = j + 3;
+        in_cdata_ = false;
+        return Step::kProgress;
       }
-      if (c >= 0x80) {
-        int n = Sequence(j);
-        if (n < 0) break;
-        if (n == 0) return DeliverAndHandBack(j);
-        j += static_cast<size_t>(n);
-        continue;
-      }
-      return DeliverAndHandBack(j);
+      ++j;
     }
     if (!Deliver(begin_, j)) return Step::kStopped;
     begin_ = j;
@@ -394,22 +393,15 @@ class Scanner {
     if (quote != '"' && quote != '\'') return HandBack(begin_);
     ++j;
     attr_starts_.push_back(attrs_.size());
-    const auto& cls = kTables.attr;
     size_t run = j;
     while (true) {
-      while (j < end_ && cls[b()[j]] == kPlain) ++j;
-      if (j == end_) return Step::kNeedMore;
+      Stop stop = Advance(kTables.attr, &j);
+      if (stop == Stop::kEnd) return Step::kNeedMore;
+      if (stop == Stop::kInvalid) return HandBack(begin_);
       unsigned char c = b()[j];
       if (c == static_cast<unsigned char>(quote)) break;
       if (c == '"' || c == '\'') {
         ++j;
-        continue;
-      }
-      if (c >= 0x80) {
-        int n = Sequence(j);
-        if (n < 0) return Step::kNeedMore;
-        if (n == 0) return HandBack(begin_);
-        j += static_cast<size_t>(n);
         continue;
       }
       attrs_.append(buf_.data() + run, j - run);
@@ -428,7 +420,7 @@ class Scanner {
         run = j = j + len;
         continue;
       }
-      return HandBack(begin_);  // '<', a control character or a carriage return
+      return HandBack(begin_);  // '<'
     }
     attrs_.append(buf_.data() + run, j - run);
     attrs_.push_back('\0');
@@ -464,32 +456,18 @@ class Scanner {
   Step Comment() {
     size_t from = begin_ + 4;
     size_t j = from;
-    const auto& cls = kTables.cdata;
     while (true) {
-      while (j < end_ && cls[b()[j]] == kPlain && b()[j] != '-') ++j;
-      if (j == end_) return Step::kNeedMore;
-      unsigned char c = b()[j];
-      if (c == '-') {
-        if (j + 2 >= end_) return Step::kNeedMore;
-        if (b()[j + 1] != '-') {
-          ++j;
-          continue;
-        }
-        if (b()[j + 2] != '>') return HandBack(begin_);  // "--" inside a comment
-        break;
-      }
-      if (c == ']') {
+      Stop stop = Advance(kTables.comment, &j);
+      if (stop == Stop::kEnd) return Step::kNeedMore;
+      if (stop == Stop::kInvalid) return HandBack(begin_);
+      // The one special byte here is '-'.
+      if (j + 2 >= end_) return Step::kNeedMore;
+      if (b()[j + 1] != '-') {
         ++j;
         continue;
       }
-      if (c >= 0x80) {
-        int n = Sequence(j);
-        if (n < 0) return Step::kNeedMore;
-        if (n == 0) return HandBack(begin_);
-        j += static_cast<size_t>(n);
-        continue;
-      }
-      return HandBack(begin_);
+      if (b()[j + 2] != '>') return HandBack(begin_);  // "--" inside a comment
+      break;
     }
     handler_.Comment(std::string_view(buf_.data() + from, j - from));
     begin_ = j + 3;
