@@ -225,8 +225,8 @@ struct ParseState {
   size_t depth = 0;
   bool text_on = true;
   absl::Status own_error;  // a hardening rule that stopped the parse
-  // Events that begin before this byte were delivered by the fast path already (see ParseXml). While there are
-  // any, text stays switched on, so the piece that straddles it can be cut, and is filtered by want_text here.
+  // Everything before this byte was delivered by the fast path already (see ParseXml). While it is set, text
+  // stays switched on, so the piece that straddles it can be cut, and is filtered by want_text in OnText.
   uint64_t skip_before = 0;
 
   // Whether the current markup event was delivered by the fast path: it ends at or before skip_before. (Its end,
@@ -320,7 +320,8 @@ struct ParserDeleter {
   void operator()(XML_ParserStruct* p) const { XML_ParserFree(p); }
 };
 
-// Parses with expat from where `in` stands, delivering only the events that begin at or after `skip_before`.
+// Parses with expat from where `in` stands, delivering only what lies after `skip_before`: markup events that end
+// after it, and text from it on.
 absl::Status ParseWithExpat(std::istream& in, XmlHandler& handler, const XmlLimits& limits, uint64_t skip_before) {
   MemoryTracker tracker;
   tracker.limit = limits.max_parser_bytes;
@@ -449,8 +450,8 @@ absl::Status ParseXml(std::istream& in, XmlHandler& handler, const XmlLimits& li
       break;
   }
   // Expat reads the document again from the start, for its line and column numbers and its well-formedness
-  // rules, and delivers only what the fast path did not. Rare in practice: a truncated file, a DOCTYPE, another
-  // encoding, bytes the repair changes.
+  // rules, and delivers only what the fast path did not. Rare in practice: a truncated file, an internal DTD
+  // subset, another encoding, bytes the repair changes.
   in.clear();
   in.seekg(start);
   if (!in) return absl::DataLossError("the input could not be read again from its start");
