@@ -114,15 +114,19 @@ class Scanner {
       }
       if (s != Step::kProgress) return s;
     }
-    return eof && root_closed_ && !in_cdata_ ? Step::kDone : Step::kNeedMore;
+    return eof && root_closed_ ? Step::kDone : Step::kNeedMore;
   }
 
   // Before and after the root element only whitespace may stand between markup.
   Step OutsideRoot() {
-    size_t j = begin_;
-    while (j < end_ && IsSpace(b()[j])) ++j;
+    size_t j = SkipSpace(begin_);
     begin_ = j;
     return j == end_ || buf_[j] == '<' ? Step::kProgress : HandBack(j);
+  }
+
+  size_t SkipSpace(size_t j) const {
+    while (j < end_ && IsSpace(b()[j])) ++j;
+    return j;
   }
 
   // Hands text [from, to) to the handler when it wants text. False when the handler stopped.
@@ -330,11 +334,9 @@ class Scanner {
     j = name_end;
     bool empty;
     while (true) {
-      bool space = false;
-      while (j < end_ && IsSpace(b()[j])) {
-        ++j;
-        space = true;
-      }
+      size_t before = j;
+      j = SkipSpace(j);
+      bool space = j > before;
       if (j == end_) return Step::kNeedMore;
       if (buf_[j] == '>') {
         empty = false;
@@ -383,11 +385,11 @@ class Scanner {
     attrs_.append(name);
     attrs_.push_back('\0');
     j = name_end;
-    while (j < end_ && IsSpace(b()[j])) ++j;
+    j = SkipSpace(j);
     if (j == end_) return Step::kNeedMore;
     if (buf_[j] != '=') return HandBack(begin_);
     ++j;
-    while (j < end_ && IsSpace(b()[j])) ++j;
+    j = SkipSpace(j);
     if (j == end_) return Step::kNeedMore;
     char quote = buf_[j];
     if (quote != '"' && quote != '\'') return HandBack(begin_);
@@ -436,7 +438,7 @@ class Scanner {
     if (name_end == 0 || open_.empty()) return HandBack(begin_);
     if (std::string_view(buf_.data() + j, name_end - j) != open_.back()) return HandBack(begin_);
     j = name_end;
-    while (j < end_ && IsSpace(b()[j])) ++j;
+    j = SkipSpace(j);
     if (j == end_) return Step::kNeedMore;
     if (buf_[j] != '>') return HandBack(begin_);
     Step s = CloseElement(j + 1);
@@ -481,7 +483,7 @@ class Scanner {
     size_t j = begin_ + 9;
     auto space = [&] {
       size_t k = j;
-      while (j < end_ && IsSpace(b()[j])) ++j;
+      j = SkipSpace(j);
       return j > k;
     };
     // A quoted literal of printable ASCII; `pubid` limits it to XML's PubidChar set.
