@@ -84,6 +84,7 @@ std::string TrimMiddle(std::string_view text, size_t max_bytes);
 
 // Formats seconds the way every report does: fixed, three decimals, never negative ("12.000").
 std::string FormatSeconds(double s);
+void AppendSeconds(std::string* out, double s);
 
 }  // namespace testshard
 

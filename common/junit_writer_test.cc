@@ -1,7 +1,9 @@
 #include "common/junit_writer.h"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <sstream>
 #include <string>
 
@@ -100,6 +102,30 @@ TEST(JunitWriterTest, TimesAlwaysHaveThreeDecimals) {
   EXPECT_EQ(FormatSeconds(-1), "0.000");
   EXPECT_EQ(FormatSeconds(std::numeric_limits<double>::infinity()), "0.000");
   EXPECT_EQ(FormatSeconds(std::nan("")), "0.000");
+  EXPECT_EQ(FormatSeconds(0.0005), "0.001");  // the double is a little above 0.0005
+  EXPECT_EQ(FormatSeconds(2.0625), "2.062");  // an exact tie rounds to even, as to_chars does
+  EXPECT_EQ(FormatSeconds(1e300).size(), 305u);
+}
+
+// The integer fast path must give to_chars' digits exactly, including next to rounding ties.
+TEST(JunitWriterTest, TimesMatchToChars) {
+  std::mt19937_64 rng(7);
+  auto reference = [](double s) {
+    char buf[400];
+    return std::string(buf, std::to_chars(buf, buf + sizeof buf, s, std::chars_format::fixed, 3).ptr);
+  };
+  std::vector<double> values;
+  for (int i = 0; i < 200000; ++i) {
+    double magnitude = std::pow(10.0, std::uniform_real_distribution<double>(-6, 13)(rng));
+    values.push_back(magnitude * std::uniform_real_distribution<double>(0, 1)(rng));
+    // Next to a tie: k + 0.5 milliseconds, and the doubles on either side of it.
+    double tie = (static_cast<double>(rng() % 100000000) + 0.5) / 1000;
+    values.push_back(tie);
+    values.push_back(std::nextafter(tie, 0.0));
+    values.push_back(std::nextafter(tie, 1e300));
+  }
+  for (double s : {0.0, 1e-300, 0.0005, 0.0015, 999999999.9995, 1e9, 1e12, 4503599627370.4995}) values.push_back(s);
+  for (double s : values) ASSERT_EQ(FormatSeconds(s), reference(s)) << std::hexfloat << s;
 }
 
 TEST(JunitWriterTest, LongOutputKeepsHeadAndTail) {
