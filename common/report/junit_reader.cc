@@ -33,9 +33,33 @@ std::string AttrOr(const char** attributes, const char* name, std::string_view f
 }
 
 // JUnit times are seconds; Surefire allows thousands separators ("1,234.5"). Garbage and negatives read as 0.
+// "12.345": digits, an optional point and digits. Exact when the digits fit in 2^53 and there are at most 22 after
+// the point: both operands of the division are then exact doubles and IEEE division rounds correctly, so the result
+// is from_chars' (Clinger's fast path). from_chars alone was 2% of a merge's CPU.
+std::optional<double> ParsePlainDecimal(std::string_view t) {
+  uint64_t mantissa = 0;
+  int digits = 0, after_point = -1;
+  for (char c : t) {
+    if (c == '.' && after_point < 0) {
+      after_point = 0;
+    } else if (c >= '0' && c <= '9' && digits < 16) {
+      mantissa = mantissa * 10 + static_cast<uint64_t>(c - '0');
+      ++digits;
+      if (after_point >= 0) ++after_point;
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (digits == 0 || mantissa > (uint64_t{1} << 53)) return std::nullopt;
+  static constexpr double kPow10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                      1e12, 1e13, 1e14, 1e15, 1e16};
+  return static_cast<double>(mantissa) / kPow10[std::max(after_point, 0)];
+}
+
 double ParseSeconds(const char* text) {
   if (text == nullptr) return 0;
   std::string_view t(text);
+  if (std::optional<double> v = ParsePlainDecimal(t)) return *v;
   std::string without_commas;
   if (t.find(',') != std::string_view::npos) {
     for (char c : t) {

@@ -1,5 +1,9 @@
 #include "common/report/junit_reader.h"
 
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -227,6 +231,36 @@ TEST(JunitReaderTest, TruncatedFailedCaseIsStillAnError) {
   ASSERT_THAT(c.cases, SizeIs(1));
   EXPECT_EQ(c.cases[0].result.outcome, Outcome::kError);
   EXPECT_THAT(c.cases[0].result.details, HasSubstr("failed m"));
+}
+
+// Times take a fast path for plain decimals; every form must read as from_chars reads it (the reader's reference
+// before the fast path), and what from_chars refuses or finds negative is 0.
+TEST(JunitReaderTest, TimesReadAsFromCharsReadsThem) {
+  std::vector<std::string> times = {"0", "0.0", "5.", ".5", "1.5e3", "1,234.5", "-1", "inf", "nan", "", ".",
+                                    "00012.50", "0.1", "0.30000000000000004", "9007199254740993",
+                                    "9007199254740992", "1234567890123456", "0.1234567890123456789", "12a"};
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 3000; ++i) {
+    std::string t = std::to_string(rng() % 100000000);
+    size_t point = rng() % (t.size() + 1);
+    if (point < t.size()) t.insert(point, ".");
+    times.push_back(t + std::string(rng() % 3, '0'));
+  }
+  std::string doc = "<testsuite name=\"s\">";
+  for (size_t i = 0; i < times.size(); ++i) {
+    doc += "<testcase classname=\"c\" name=\"t" + std::to_string(i) + "\" time=\"" + times[i] + "\"/>";
+  }
+  Collected c;
+  ASSERT_THAT(Read(doc + "</testsuite>", &c), IsOk());
+  ASSERT_THAT(c.cases, SizeIs(times.size()));
+  for (size_t i = 0; i < times.size(); ++i) {
+    std::string t = times[i];
+    t.erase(std::remove(t.begin(), t.end(), ','), t.end());
+    double want = 0;
+    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), want);
+    if (ec != std::errc() || !std::isfinite(want) || want < 0) want = 0;
+    EXPECT_EQ(c.cases[i].result.time_s, want) << '"' << times[i] << '"';
+  }
 }
 
 TEST(JunitReaderTest, OtherRootElementIsRefused) {
