@@ -41,30 +41,44 @@ uint64_t Mix(uint64_t h) {
   return h;
 }
 
-uint64_t Hash64(std::string_view s, uint64_t seed) {
-  uint64_t h = seed ^ (s.size() * 0x9E3779B97F4A7C15ULL);
-  size_t i = 0;
-  for (; i + 8 <= s.size(); i += 8) {
-    uint64_t k;
-    std::memcpy(&k, s.data() + i, 8);
-    h = (h ^ Mix(k + seed)) * 0x9E3779B97F4A7C15ULL;
+// Both hashes of a test's identity in one pass, over its pieces as they are (no joined copy), each piece led by its
+// length so that ("ab", "c") and ("a", "bc") differ. The two lanes are independent chains, so they run side by side.
+class KeyHasher {
+ public:
+  void Piece(std::string_view s) {
+    Word(s.size());
+    size_t i = 0;
+    for (; i + 8 <= s.size(); i += 8) {
+      uint64_t k;
+      std::memcpy(&k, s.data() + i, 8);
+      Word(k);
+    }
+    if (i < s.size()) {
+      uint64_t k = 0;
+      std::memcpy(&k, s.data() + i, s.size() - i);
+      Word(k);
+    }
   }
-  uint64_t k = 0;
-  std::memcpy(&k, s.data() + i, s.size() - i);
-  h = (h ^ Mix(k + seed + s.size())) * 0x9E3779B97F4A7C15ULL;
-  return Mix(h);
-}
+  uint64_t a() const { return Mix(a_); }
+  uint64_t b() const { return Mix(b_); }
+
+ private:
+  static constexpr uint64_t kSeedA = 0x243F6A8885A308D3ULL, kSeedB = 0x13198A2E03707344ULL;
+  static constexpr uint64_t kOdd = 0x9E3779B97F4A7C15ULL;
+  void Word(uint64_t k) {
+    a_ = (a_ ^ Mix(k + kSeedA)) * kOdd;
+    b_ = (b_ ^ Mix(k + kSeedB)) * kOdd;
+  }
+  uint64_t a_ = kSeedA, b_ = kSeedB;
+};
 
 // ---- Spool serialisation of a TestCase: length-prefixed strings, fixed-size numbers.
-// Records are built in chunk buffers (huge-page vectors) and key scratch strings alike.
-template <typename Buffer>
+using Buffer = std::vector<char>;  // a chunk's records
 void PutBytes(Buffer* out, const void* data, size_t n) {
   const char* p = static_cast<const char*>(data);
   out->insert(out->end(), p, p + n);
 }
-template <typename Buffer>
 void PutU32(Buffer* out, uint32_t v) { PutBytes(out, &v, 4); }
-template <typename Buffer>
 void PutStr(Buffer* out, std::string_view s) {
   size_t at = out->size();
   out->resize(at + 4 + s.size());
@@ -72,7 +86,6 @@ void PutStr(Buffer* out, std::string_view s) {
   std::memcpy(out->data() + at, &n, 4);
   if (!s.empty()) std::memcpy(out->data() + at + 4, s.data(), s.size());
 }
-template <typename Buffer>
 void PutAttempt(Buffer* out, const TestAttempt& a) {
   out->push_back(static_cast<char>(a.outcome));
   PutBytes(out, &a.time_s, sizeof(double));
@@ -346,7 +359,6 @@ struct JunitMerger::Chunk {
   std::vector<char> data;
   std::vector<Item> items;
   std::vector<std::string> suites;  // consecutive items mostly share one, stored once per run of them
-  std::string key_scratch;
 };
 
 namespace {
@@ -370,12 +382,11 @@ void JunitMerger::PrepareCase(std::string_view stage, std::string_view output_su
     name = &derived_name;
   }
   Chunk::Item& item = chunk->items.emplace_back();
-  std::string& key = chunk->key_scratch;
-  key.clear();
-  PutStr(&key, stage);
-  PutStr(&key, *classname);
-  PutStr(&key, *name);
-  item.key = Key{Hash64(key, 0x243F6A8885A308D3ULL), Hash64(key, 0x13198A2E03707344ULL)};
+  KeyHasher hash;
+  hash.Piece(stage);
+  hash.Piece(*classname);
+  hash.Piece(*name);
+  item.key = Key{hash.a(), hash.b()};
   std::vector<char>& blob = chunk->data;
   item.offset = static_cast<uint32_t>(blob.size());
   PutStr(&blob, c.id);
