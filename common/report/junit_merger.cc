@@ -73,28 +73,44 @@ class KeyHasher {
 };
 
 // ---- Spool serialisation of a TestCase: length-prefixed strings, fixed-size numbers.
-using Buffer = std::vector<char>;  // a chunk's records
-void PutBytes(Buffer* out, const void* data, size_t n) {
-  const char* p = static_cast<const char*>(data);
-  out->insert(out->end(), p, p + n);
+// A record is written in one piece: its size summed first, the chunk's buffer grown once, the fields copied in.
+// Growing the buffer field by field (each growth zeroing its bytes first) was 8% of a merge's CPU.
+size_t StrBytes(std::string_view s) { return 4 + s.size(); }
+size_t AttemptBytes(const TestAttempt& a) {
+  return 1 + sizeof(double) + StrBytes(a.message) + StrBytes(a.type) + StrBytes(a.details) +
+         StrBytes(a.system_out) + StrBytes(a.system_err);
 }
-void PutU32(Buffer* out, uint32_t v) { PutBytes(out, &v, 4); }
-void PutStr(Buffer* out, std::string_view s) {
-  size_t at = out->size();
-  out->resize(at + 4 + s.size());
-  auto n = static_cast<uint32_t>(s.size());
-  std::memcpy(out->data() + at, &n, 4);
-  if (!s.empty()) std::memcpy(out->data() + at + 4, s.data(), s.size());
-}
-void PutAttempt(Buffer* out, const TestAttempt& a) {
-  out->push_back(static_cast<char>(a.outcome));
-  PutBytes(out, &a.time_s, sizeof(double));
-  PutStr(out, a.message);
-  PutStr(out, a.type);
-  PutStr(out, a.details);
-  PutStr(out, a.system_out);
-  PutStr(out, a.system_err);
-}
+
+class RecordWriter {
+ public:
+  RecordWriter(std::vector<char>* out, size_t bytes) {
+    size_t at = out->size();
+    out->resize(at + bytes);
+    p_ = out->data() + at;
+  }
+  void U32(uint32_t v) {
+    std::memcpy(p_, &v, 4);
+    p_ += 4;
+  }
+  void Str(std::string_view s) {
+    U32(static_cast<uint32_t>(s.size()));
+    if (!s.empty()) std::memcpy(p_, s.data(), s.size());
+    p_ += s.size();
+  }
+  void Attempt(const TestAttempt& a) {
+    *p_++ = static_cast<char>(a.outcome);
+    std::memcpy(p_, &a.time_s, sizeof(double));
+    p_ += sizeof(double);
+    Str(a.message);
+    Str(a.type);
+    Str(a.details);
+    Str(a.system_out);
+    Str(a.system_err);
+  }
+
+ private:
+  char* p_;
+};
 
 class Cursor {
  public:
@@ -387,21 +403,25 @@ void JunitMerger::PrepareCase(std::string_view stage, std::string_view output_su
   hash.Piece(*classname);
   hash.Piece(*name);
   item.key = Key{hash.a(), hash.b()};
-  std::vector<char>& blob = chunk->data;
-  item.offset = static_cast<uint32_t>(blob.size());
-  PutStr(&blob, c.id);
-  PutStr(&blob, *classname);
-  PutStr(&blob, *name);
-  PutStr(&blob, c.file);
-  PutU32(&blob, static_cast<uint32_t>(c.properties.size()));
+  size_t bytes = StrBytes(c.id) + StrBytes(*classname) + StrBytes(*name) + StrBytes(c.file) + 4 +
+                 AttemptBytes(c.result) + 4;
+  for (const auto& [key, value] : c.properties) bytes += StrBytes(key) + StrBytes(value);
+  for (const TestAttempt& r : c.reruns) bytes += AttemptBytes(r);
+  item.offset = static_cast<uint32_t>(chunk->data.size());
+  item.size = static_cast<uint32_t>(bytes);
+  RecordWriter w(&chunk->data, bytes);
+  w.Str(c.id);
+  w.Str(*classname);
+  w.Str(*name);
+  w.Str(c.file);
+  w.U32(static_cast<uint32_t>(c.properties.size()));
   for (const auto& [key, value] : c.properties) {
-    PutStr(&blob, key);
-    PutStr(&blob, value);
+    w.Str(key);
+    w.Str(value);
   }
-  PutAttempt(&blob, c.result);
-  PutU32(&blob, static_cast<uint32_t>(c.reruns.size()));
-  for (const TestAttempt& r : c.reruns) PutAttempt(&blob, r);
-  item.size = static_cast<uint32_t>(blob.size() - item.offset);
+  w.Attempt(c.result);
+  w.U32(static_cast<uint32_t>(c.reruns.size()));
+  for (const TestAttempt& r : c.reruns) w.Attempt(r);
   item.output_suite = chunk->Suite(output_suite);
   item.outcome = c.result.outcome;
   item.result_time = c.result.time_s;
@@ -413,11 +433,13 @@ void JunitMerger::PrepareSuiteOutput(std::string_view output_suite, std::string_
                                      std::string_view out, std::string_view err, Chunk* chunk) {
   Chunk::Item& item = chunk->items.emplace_back();
   item.suite_output = true;
+  size_t bytes = StrBytes(input_name) + StrBytes(out) + StrBytes(err);
   item.offset = static_cast<uint32_t>(chunk->data.size());
-  PutStr(&chunk->data, input_name);
-  PutStr(&chunk->data, out);
-  PutStr(&chunk->data, err);
-  item.size = static_cast<uint32_t>(chunk->data.size() - item.offset);
+  item.size = static_cast<uint32_t>(bytes);
+  RecordWriter w(&chunk->data, bytes);
+  w.Str(input_name);
+  w.Str(out);
+  w.Str(err);
   item.output_suite = chunk->Suite(output_suite);
 }
 
