@@ -55,10 +55,22 @@ std::string CountAttributes(const JunitCounts& c) {
                          c.errors, c.skipped, FormatSeconds(c.time_s));
 }
 
-double TotalTime(const TestCase& c) {
+template <typename Case>
+double TotalTime(const Case& c) {
   double time = c.result.time_s;
-  for (const TestAttempt& r : c.reruns) time += r.time_s;
+  for (const auto& r : c.reruns) time += r.time_s;
   return time;
+}
+
+TestAttemptView View(const TestAttempt& a) {
+  return {a.outcome, a.time_s, a.message, a.type, a.details, a.system_out, a.system_err};
+}
+
+TestCaseView View(const TestCase& c) {
+  TestCaseView v{c.id, c.classname, c.name, c.file, {}, View(c.result), {}};
+  v.properties.assign(c.properties.begin(), c.properties.end());
+  for (const TestAttempt& r : c.reruns) v.reruns.push_back(View(r));
+  return v;
 }
 
 }  // namespace
@@ -206,13 +218,13 @@ namespace {
 class CaseFormatter {
  public:
   CaseFormatter(std::string& buf, const JunitWriteOptions& options) : buf_(buf), options_(options) {}
-  void Case(const TestCase& c);
+  void Case(const TestCaseView& c);
   // indent<tag>text</tag>after, with text escaped and capped; nothing when text is empty.
   void Element(std::string_view indent, std::string_view tag, std::string_view text, std::string_view after);
 
  private:
   void Text(std::string_view text);
-  void Problem(std::string_view tag, const TestAttempt& a, bool rerun_form);
+  void Problem(std::string_view tag, const TestAttemptView& a, bool rerun_form);
 
   std::string& buf_;
   const JunitWriteOptions& options_;
@@ -261,7 +273,7 @@ void JunitStreamWriter::BeginSuite(std::string_view name, const JunitCounts& cou
 }
 
 // <tag message=".." type="..">details</tag>; Surefire's rerun forms nest the trace and output of the attempt.
-void CaseFormatter::Problem(std::string_view tag, const TestAttempt& a, bool rerun_form) {
+void CaseFormatter::Problem(std::string_view tag, const TestAttemptView& a, bool rerun_form) {
   buf_ += "      <";
   buf_ += tag;
   buf_ += " message=\"";
@@ -294,19 +306,18 @@ void CaseFormatter::Problem(std::string_view tag, const TestAttempt& a, bool rer
   buf_ += ">\n";
 }
 
-void CaseFormatter::Case(const TestCase& c) {
+void CaseFormatter::Case(const TestCaseView& c) {
   std::string derived_classname, derived_name;
-  const std::string* classname = &c.classname;
-  const std::string* name = &c.name;
+  std::string_view classname = c.classname, name = c.name;
   if (c.classname.empty() && c.name.empty()) {
     PytestJunitNames(c.id, &derived_classname, &derived_name);
-    classname = &derived_classname;
-    name = &derived_name;
+    classname = derived_classname;
+    name = derived_name;
   }
   buf_ += "    <testcase classname=\"";
-  AppendXmlEscaped(&buf_, *classname, true);
+  AppendXmlEscaped(&buf_, classname, true);
   buf_ += "\" name=\"";
-  AppendXmlEscaped(&buf_, *name, true);
+  AppendXmlEscaped(&buf_, name, true);
   buf_ += "\"";
   if (!c.file.empty()) {
     buf_ += " file=\"";
@@ -328,14 +339,15 @@ void CaseFormatter::Case(const TestCase& c) {
     }
     buf_ += "      </properties>\n";
   }
-  const TestAttempt& r = c.result;
+  const TestAttemptView& r = c.result;
   switch (r.outcome) {
     case Outcome::kFailed: Problem("failure", r, false); break;
     case Outcome::kError: Problem("error", r, false); break;
     case Outcome::kSkipped: Problem("skipped", r, false); break;
     case Outcome::kNotRun: {
-      TestAttempt not_run = r;
-      not_run.message = "not run: " + r.message;
+      std::string message = "not run: " + std::string(r.message);
+      TestAttemptView not_run = r;
+      not_run.message = message;
       not_run.type = "testshard.NotRun";
       Problem("skipped", not_run, false);
       break;
@@ -343,7 +355,7 @@ void CaseFormatter::Case(const TestCase& c) {
     case Outcome::kPassed: break;
   }
   bool passed = r.outcome == Outcome::kPassed;
-  for (const TestAttempt& rerun : c.reruns) {
+  for (const TestAttemptView& rerun : c.reruns) {
     bool error = rerun.outcome == Outcome::kError;
     std::string_view tag = passed ? (error ? "flakyError" : "flakyFailure") : (error ? "rerunError" : "rerunFailure");
     Problem(tag, rerun, true);
@@ -359,7 +371,7 @@ void CaseFormatter::Case(const TestCase& c) {
 }
 
 void JunitStreamWriter::WriteCase(const TestCase& c) {
-  CaseFormatter(buf_, options_).Case(c);
+  CaseFormatter(buf_, options_).Case(View(c));
   if (buf_.size() >= kFlushBytes) Flush();
 }
 
@@ -373,6 +385,10 @@ void JunitStreamWriter::WriteFormatted(std::string_view cases) {
 }
 
 void AppendJunitCase(const TestCase& c, const JunitWriteOptions& options, std::string* out) {
+  CaseFormatter(*out, options).Case(View(c));
+}
+
+void AppendJunitCase(const TestCaseView& c, const JunitWriteOptions& options, std::string* out) {
   CaseFormatter(*out, options).Case(c);
 }
 

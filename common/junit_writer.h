@@ -69,8 +69,23 @@ class JunitStreamWriter {
   std::string buf_;
 };
 
+// A test case whose strings are views, for formatting without copying them: a merge formats straight from the
+// bytes it spooled. Valid while the viewed strings live.
+struct TestAttemptView {
+  Outcome outcome = Outcome::kError;
+  double time_s = 0;
+  std::string_view message, type, details, system_out, system_err;
+};
+struct TestCaseView {
+  std::string_view id, classname, name, file;
+  std::vector<std::pair<std::string_view, std::string_view>> properties;
+  TestAttemptView result;
+  std::vector<TestAttemptView> reruns;
+};
+
 // Appends the XML of one test case, exactly as JunitStreamWriter::WriteCase writes it. Thread-safe.
 void AppendJunitCase(const TestCase& c, const JunitWriteOptions& options, std::string* out);
+void AppendJunitCase(const TestCaseView& c, const JunitWriteOptions& options, std::string* out);
 
 // XML-escapes `text` for use in an attribute or element, replacing forbidden characters and bad UTF-8 by U+FFFD.
 std::string XmlEscape(std::string_view text);

@@ -112,6 +112,7 @@ class RecordWriter {
   char* p_;
 };
 
+// Reads a record back as views of the bytes it was read from.
 class Cursor {
  public:
   explicit Cursor(std::string_view data) : data_(data) {}
@@ -121,37 +122,21 @@ class Cursor {
     data_.remove_prefix(4);
     return v;
   }
-  std::string Str() {
-    std::string s;
-    StrInto(&s);
+  std::string_view Str() {
+    uint32_t n = U32();
+    std::string_view s = data_.substr(0, n);
+    data_.remove_prefix(n);
     return s;
   }
-  void StrInto(std::string* s) {
-    uint32_t n = U32();
-    s->assign(data_.data(), n);
-    data_.remove_prefix(n);
-  }
-  void AttemptInto(TestAttempt* a) {
+  void Attempt(TestAttemptView* a) {
     a->outcome = static_cast<Outcome>(data_[0]);
     std::memcpy(&a->time_s, data_.data() + 1, sizeof(double));
     data_.remove_prefix(1 + sizeof(double));
-    StrInto(&a->message);
-    StrInto(&a->type);
-    StrInto(&a->details);
-    StrInto(&a->system_out);
-    StrInto(&a->system_err);
-  }
-  TestAttempt Attempt() {
-    TestAttempt a;
-    a.outcome = static_cast<Outcome>(data_[0]);
-    std::memcpy(&a.time_s, data_.data() + 1, sizeof(double));
-    data_.remove_prefix(1 + sizeof(double));
-    a.message = Str();
-    a.type = Str();
-    a.details = Str();
-    a.system_out = Str();
-    a.system_err = Str();
-    return a;
+    a->message = Str();
+    a->type = Str();
+    a->details = Str();
+    a->system_out = Str();
+    a->system_err = Str();
   }
 
  private:
@@ -733,35 +718,56 @@ absl::Status JunitMerger::AddExpected(std::string_view stage, const TestCase& pl
   return Commit(*scratch_, kNone, true);
 }
 
-TestCase JunitMerger::Load(uint32_t record, SpoolWindow* w) const {
-  TestCase c;
-  LoadInto(record, &c, w);
-  return c;
-}
-
-void JunitMerger::LoadInto(uint32_t record, TestCase* c, SpoolWindow* w) const {
+absl::Status JunitMerger::LoadView(uint32_t record, TestCaseView* c, SpoolWindow* w) const {
   const Record& r = records_[record];
-  absl::StatusOr<std::string_view> blob = spool_->View(r.offset, r.size, w);
-  c->reruns.clear();
-  if (!blob.ok()) {
-    *c = TestCase();
-    c->result.outcome = Outcome::kError;
-    c->result.message = std::string(ToStd(blob.status().message()));
-    return;
-  }
-  Cursor cur(*blob);
-  cur.StrInto(&c->id);
-  cur.StrInto(&c->classname);
-  cur.StrInto(&c->name);
-  cur.StrInto(&c->file);
+  TS_ASSIGN_OR_RETURN(std::string_view blob, spool_->View(r.offset, r.size, w));
+  Cursor cur(blob);
+  c->id = cur.Str();
+  c->classname = cur.Str();
+  c->name = cur.Str();
+  c->file = cur.Str();
   c->properties.resize(cur.U32());
   for (auto& [key, value] : c->properties) {
-    cur.StrInto(&key);
-    cur.StrInto(&value);
+    key = cur.Str();
+    value = cur.Str();
   }
-  cur.AttemptInto(&c->result);
-  uint32_t n = cur.U32();
-  for (uint32_t i = 0; i < n; ++i) cur.AttemptInto(&c->reruns.emplace_back());
+  cur.Attempt(&c->result);
+  c->reruns.resize(cur.U32());
+  for (TestAttemptView& a : c->reruns) cur.Attempt(&a);
+  return absl::OkStatus();
+}
+
+namespace {
+TestAttempt Own(const TestAttemptView& a) {
+  TestAttempt o;
+  o.outcome = a.outcome;
+  o.time_s = a.time_s;
+  o.message = a.message;
+  o.type = a.type;
+  o.details = a.details;
+  o.system_out = a.system_out;
+  o.system_err = a.system_err;
+  return o;
+}
+}  // namespace
+
+TestCase JunitMerger::Load(uint32_t record, SpoolWindow* w) const {
+  TestCaseView v;
+  absl::Status s = LoadView(record, &v, w);
+  TestCase c;
+  if (!s.ok()) {
+    c.result.outcome = Outcome::kError;
+    c.result.message = std::string(ToStd(s.message()));
+    return c;
+  }
+  c.id = v.id;
+  c.classname = v.classname;
+  c.name = v.name;
+  c.file = v.file;
+  for (const auto& [key, value] : v.properties) c.properties.emplace_back(key, value);
+  c.result = Own(v.result);
+  for (const TestAttemptView& a : v.reruns) c.reruns.push_back(Own(a));
+  return c;
 }
 
 TestCase JunitMerger::Combine(const Test& t, SpoolWindow* w) const {
@@ -987,13 +993,12 @@ absl::Status JunitMerger::Write(std::ostream& out) {
   }
   auto format = [&](const Block& b, SpoolWindow* window, std::string* formatted) {
     formatted->clear();
-    TestCase single;  // reused: most tests have one record, which needs no combining
+    TestCaseView single;  // reused: most tests have one record, formatted from the spool's bytes as they are
     for (size_t i = b.begin; i < b.end; ++i) {
       const Test& t = tests[members[b.suite][i]];
-      if (next_[t.head] == kNone && !records_[t.head].expected) {
-        LoadInto(t.head, &single, window);
+      if (next_[t.head] == kNone && !records_[t.head].expected && LoadView(t.head, &single, window).ok()) {
         AppendJunitCase(single, options_.write, formatted);
-      } else {
+      } else {  // several records to combine, or a spool read error (Load makes it the test's error)
         AppendJunitCase(Combine(t, window), options_.write, formatted);
       }
     }
@@ -1016,7 +1021,7 @@ absl::Status JunitMerger::Write(std::ostream& out) {
     for (uint32_t ri : suite_outputs_[s]) {
       TS_ASSIGN_OR_RETURN(std::string_view blob, spool_->View(records_[ri].offset, records_[ri].size, &window));
       Cursor cur(blob);
-      std::string input = cur.Str(), o = cur.Str(), e = cur.Str();
+      std::string_view input = cur.Str(), o = cur.Str(), e = cur.Str();
       if (!o.empty()) sys_out.Append(absl::StrFormat("[testshard: from %s]\n%s\n", input, o));
       if (!e.empty()) sys_err.Append(absl::StrFormat("[testshard: from %s]\n%s\n", input, e));
     }

@@ -130,8 +130,9 @@ class JunitMerger {
   absl::Status FinishInput(uint32_t input, std::string_view input_name, std::string_view stage,
                            const absl::Status& status, const JunitReadStats& stats);
   // Thread-safe once Write has flushed the spool; each thread brings its own window.
+  // A record's fields, as views valid until the window's next use.
+  absl::Status LoadView(uint32_t record, TestCaseView* c, SpoolWindow* w) const;
   TestCase Load(uint32_t record, SpoolWindow* w) const;
-  void LoadInto(uint32_t record, TestCase* c, SpoolWindow* w) const;
   TestCase Combine(const Test& t, SpoolWindow* w) const;
 
   JunitMergeOptions options_;
