@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
+#include "common/ascii_scan.h"
 
 namespace testshard {
 namespace {
@@ -149,8 +150,9 @@ void AppendXmlEscaped(std::string* out, std::string_view text, bool attribute) {
   const bool* verbatim = attribute ? kVerbatim.attribute : kVerbatim.text;
   const auto* bytes = reinterpret_cast<const unsigned char*>(text.data());
   size_t run = 0;  // start of the pending run of bytes copied verbatim
+  auto is_verbatim = [verbatim](unsigned char c) { return verbatim[c]; };
   for (size_t i = 0; i < text.size();) {
-    while (i < text.size() && verbatim[bytes[i]]) ++i;
+    i = SkipPlain<'<', '>', '&', '"'>(bytes, i, text.size(), is_verbatim);
     if (i == text.size()) break;
     uint32_t cp = 0;
     size_t len = Utf8Length(text, i, &cp);

@@ -128,6 +128,59 @@ TEST(JunitWriterTest, TimesMatchToChars) {
   for (double s : values) ASSERT_EQ(FormatSeconds(s), reference(s)) << std::hexfloat << s;
 }
 
+// Escaping skips plain runs sixteen bytes at a time; it must give what escaping byte by byte gives, wherever the
+// bytes that need a decision fall relative to those blocks. The reference is the rule, one byte at a time.
+std::string EscapeByteByByte(std::string_view text, bool attribute) {
+  std::string out;
+  for (size_t i = 0; i < text.size();) {
+    auto c = static_cast<unsigned char>(text[i]);
+    size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    uint32_t cp = len == 1 ? c : len == 0 ? 0 : c & (0xFF >> (len + 1));
+    for (size_t k = 1; len > 1 && k < len; ++k) {
+      if (i + k >= text.size() || (static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) {
+        len = 0;
+        break;
+      }
+      cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3F);
+    }
+    static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (len > 1 && (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))) len = 0;
+    bool allowed = len > 0 && (cp == 0x9 || cp == 0xA || cp == 0xD || (cp >= 0x20 && cp <= 0xD7FF) ||
+                               (cp >= 0xE000 && cp <= 0xFFFD) || cp >= 0x10000);
+    if (!allowed) out += "\xEF\xBF\xBD";
+    else if (cp == '<') out += "&lt;";
+    else if (cp == '>') out += "&gt;";
+    else if (cp == '&') out += "&amp;";
+    else if (cp == '"') out += "&quot;";
+    else if (cp == '\r') out += "&#13;";
+    else if (attribute && cp == '\n') out += "&#10;";
+    else if (attribute && cp == '\t') out += "&#9;";
+    else out.append(text.substr(i, len));
+    i += len == 0 ? 1 : len;
+  }
+  return out;
+}
+
+TEST(JunitWriterTest, EscapingMatchesTheByteByByteRule) {
+  std::mt19937_64 rng(11);
+  const std::vector<std::string> pieces = {"<", ">", "&", "\"", "'", "\n", "\t", "\r", std::string(1, '\0'),
+                                           "\x7F", "\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80", "\xEF\xBF\xBE",
+                                           "\xC3", "\x80", "\xED\xA0\x80", "\xC0\xAF", "\xF5\x80\x80\x80"};
+  for (int round = 0; round < 20000; ++round) {
+    std::string text;
+    size_t parts = rng() % 6;
+    for (size_t p = 0; p < parts; ++p) {
+      text += std::string(rng() % 40, static_cast<char>('a' + rng() % 26));  // runs across 16-byte blocks
+      text += pieces[rng() % pieces.size()];
+    }
+    for (bool attribute : {false, true}) {
+      std::string got;
+      AppendXmlEscaped(&got, text, attribute);
+      ASSERT_EQ(got, EscapeByteByByte(text, attribute)) << "attribute=" << attribute << " text=" << text;
+    }
+  }
+}
+
 TEST(JunitWriterTest, LongOutputKeepsHeadAndTail) {
   std::string big = "HEAD" + std::string(200000, 'x') + "TAIL";
   std::string trimmed = TrimMiddle(big, 1000);
