@@ -80,8 +80,8 @@ class JunitMerger {
   absl::Status AddStream(std::istream& in, std::string_view input_name, std::string_view stage = {});
 
   // The same as AddFile for each input in turn — same attempts order, same report — but reads up to `threads`
-  // files at once (0: one per core). Returns one status per input. Memory stays bounded: a reader running
-  // ahead waits once 8 MiB of its results are pending.
+  // files at once (0: one per core). Returns one status per input. Memory stays bounded: readers running ahead
+  // of the merge wait once 4 MiB of their results are pending.
   std::vector<absl::Status> AddFiles(const std::vector<JunitFileInput>& inputs, int threads = 0);
 
   // One attempt of one test from structured results (what `testshard run` has). Classname and name are derived
@@ -106,7 +106,7 @@ class JunitMerger {
   class BlockFormatter;
   class Reader;
   struct Chunk;
-  struct Channel;
+  struct Channels;
   struct Key {
     uint64_t a, b;
     bool operator==(const Key& o) const { return a == o.a && b == o.b; }

@@ -298,14 +298,16 @@ TEST_F(JunitMergerTest, WriteTwiceIsRefused) {
 }
 
 // Threads read the inputs and format the report; the bytes must be those of one thread doing it all. Sized so
-// that readers hand over several chunks (8,192 cases each) and writers format many blocks (1,024 cases each).
+// that readers hand over many chunks (up to 1,024 cases each), one input holds more than the 1 MiB one input may
+// have pending and all of them more than the 4 MiB all may (readers that run ahead wait, and the report must not
+// change nor the merge stall), and writers format many blocks (1,024 cases each).
 TEST(JunitMergerFilesTest, ReadingAndWritingConcurrentlyGivesTheSameReport) {
   std::string dir = ::testing::TempDir() + "/junit-addfiles-" + std::to_string(::getpid());
   std::filesystem::create_directories(dir);
   std::vector<JunitFileInput> inputs;
-  for (int i = 0; i < 6; ++i) {
+  for (int i = 0; i < 12; ++i) {
     std::string cases;
-    int n = i == 0 ? 20000 : 3000;
+    int n = i == 0 ? 20000 : i < 6 ? 3000 : 6000;
     for (int k = 0; k < n; ++k) cases += (k + i) % 17 == 0 ? Fail("t" + std::to_string(k)) : Pass("t" + std::to_string(k));
     std::string doc = Pytest(cases);
     if (i == 4) doc = doc.substr(0, doc.size() / 2);  // one broken input among them
@@ -322,7 +324,7 @@ TEST(JunitMergerFilesTest, ReadingAndWritingConcurrentlyGivesTheSameReport) {
     std::vector<absl::Status> results = (*m)->AddFiles(inputs, threads);
     EXPECT_EQ(results.size(), inputs.size());
     EXPECT_FALSE(results[4].ok());
-    EXPECT_THAT(results[6], StatusIs(absl::StatusCode::kNotFound, HasSubstr("missing.xml")));
+    EXPECT_THAT(results[12], StatusIs(absl::StatusCode::kNotFound, HasSubstr("missing.xml")));
     std::ostringstream out;
     EXPECT_THAT((*m)->Write(out), IsOk());
     return out.str();
@@ -333,9 +335,9 @@ TEST(JunitMergerFilesTest, ReadingAndWritingConcurrentlyGivesTheSameReport) {
   EXPECT_THAT(sequential, HasSubstr("flakyFailure"));
   pugi::xml_document doc;
   ASSERT_TRUE(doc.load_string(sequential.c_str()));
-  // Stage "pytest" (inputs 0, 2, 4): t0..t19999, of which t0..t2999 were retried; stage "odd" (1, 3, 5):
-  // t0..t2999; and one error entry for each broken input.
-  EXPECT_STREQ(doc.child("testsuites").attribute("tests").value(), "23002");
+  // Stage "pytest" (inputs 0, 2, ..., 10): t0..t19999, of which t0..t5999 were retried; stage "odd" (1, 3, ...,
+  // 11): t0..t5999; and one error entry for each broken input.
+  EXPECT_STREQ(doc.child("testsuites").attribute("tests").value(), "26002");
   std::filesystem::remove_all(dir);
 }
 
