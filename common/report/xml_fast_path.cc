@@ -64,7 +64,7 @@ class Scanner {
       if (s == Step::kHandBack) return Result(FastPathResult::kHandBack, base_ + hand_back_at_);
       // kNeedMore: what is left from begin_ is an unfinished construct.
       if (eof || end_ - begin_ > max_carry_) return Result(FastPathResult::kHandBack, base_ + begin_);
-      std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+      if (end_ > begin_) std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);  // none yet: no buffer
       base_ += begin_;
       end_ -= begin_;
       begin_ = 0;
