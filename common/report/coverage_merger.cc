@@ -65,7 +65,7 @@ std::string NormalizePath(std::string_view path) {
     if (i) out += '/';
     out += parts[i];
   }
-  if (out.empty()) out = absolute ? "/" : ".";
+  if (out.empty()) out.push_back('.');  // an absolute path is at least "/"
   return out;
 }
 

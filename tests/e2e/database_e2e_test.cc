@@ -231,7 +231,9 @@ def test_kill_the_server():
   EXPECT_THAT(project_.Read("report.xml"), HasSubstr("the database server"));
   Report report = ReadReport(project_.dir() + "/report.xml");
   for (const ReportedCase& c : report.cases) {
-    if (c.suite == "second") EXPECT_NE(c.outcome, Outcome::kPassed) << c.name;
+    if (c.suite == "second") {
+      EXPECT_NE(c.outcome, Outcome::kPassed) << c.name;
+    }
   }
 }
 
