@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string_view>
 
-namespace testshard::report::xml_chars {
+namespace testshard::report {
 
 // Length of the UTF-8 sequence led by `c`, or 0 for a byte that cannot lead one.
 inline size_t LeadLength(unsigned char c) {
@@ -53,6 +53,6 @@ inline int64_t CharReference(std::string_view ref) {
   return v;
 }
 
-}  // namespace testshard::report::xml_chars
+}  // namespace testshard::report
 
 #endif  // TESTSHARD_COMMON_REPORT_XML_CHARS_H_

@@ -14,11 +14,6 @@
 namespace testshard::report {
 namespace {
 
-using xml_chars::CharReference;
-using xml_chars::LeadLength;
-using xml_chars::ValidXmlSequence;
-using xml_chars::XmlCharAllowed;
-
 // Byte classes, looked up once per byte in the loops that carry the work.
 enum : uint8_t {
   kPlain = 0,

@@ -20,11 +20,6 @@
 namespace testshard::report {
 namespace {
 
-using xml_chars::CharReference;
-using xml_chars::LeadLength;
-using xml_chars::ValidXmlSequence;
-using xml_chars::XmlCharAllowed;
-
 // ---- Memory accounting: expat's memory suite has no user pointer, so the tracker of the parse running on this
 // thread is found through a thread_local. Each block carries its size in a header so free() can account for it.
 
